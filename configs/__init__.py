@@ -1,0 +1,1 @@
+"""configs layer of vardax-cycle (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""flows layer of vardax-cycle (see ARCHITECTURE.md)."""

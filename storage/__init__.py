@@ -1,0 +1,1 @@
+"""storage layer of vardax-cycle (see ARCHITECTURE.md)."""
