@@ -2,66 +2,140 @@
 
 from ._analysis import (
     AbstractAnalysisMethod as AbstractAnalysisMethod,
+)
+from ._analysis import (
     Analysis as Analysis,
+)
+from ._analysis import (
     AnalysisResult as AnalysisResult,
+)
+from ._analysis import (
     ObsWindow as ObsWindow,
+)
+from ._analysis import (
     obs_cost as obs_cost,
+)
+from ._analysis import (
     prior_cost as prior_cost,
 )
 from ._checks import (
     adjoint_test as adjoint_test,
+)
+from ._checks import (
     tangent_linear_test as tangent_linear_test,
+)
+from ._checks import (
     taylor_test as taylor_test,
 )
 from ._cov import (
     AbstractCovariance as AbstractCovariance,
+)
+from ._cov import (
     DenseCovariance as DenseCovariance,
+)
+from ._cov import (
     DiagonalCovariance as DiagonalCovariance,
+)
+from ._cov import (
     ScaledIdentityCovariance as ScaledIdentityCovariance,
+)
+from ._cov import (
     climatological_covariance as climatological_covariance,
+)
+from ._cov import (
     periodic_covariance as periodic_covariance,
 )
 from ._cycling import (
     CycleOutput as CycleOutput,
+)
+from ._cycling import (
     analysis_times as analysis_times,
+)
+from ._cycling import (
     run_cycles as run_cycles,
 )
 from ._dynamics import (
     RK4 as RK4,
+)
+from ._dynamics import (
     AbstractForwardModel as AbstractForwardModel,
+)
+from ._dynamics import (
     AbstractIntegrator as AbstractIntegrator,
+)
+from ._dynamics import (
     Diffrax as Diffrax,
+)
+from ._dynamics import (
     Lorenz63 as Lorenz63,
+)
+from ._dynamics import (
     Lorenz96 as Lorenz96,
+)
+from ._dynamics import (
     Lorenz96TwoLevel as Lorenz96TwoLevel,
 )
 from ._methods import (
     IncrementalFourDVar as IncrementalFourDVar,
+)
+from ._methods import (
     OptimalInterpolation as OptimalInterpolation,
+)
+from ._methods import (
     StrongFourDVar as StrongFourDVar,
+)
+from ._methods import (
     ThreeDVar as ThreeDVar,
+)
+from ._methods import (
     WeakFourDVar as WeakFourDVar,
 )
 from ._metrics import (
     assim_forecast_rmse as assim_forecast_rmse,
+)
+from ._metrics import (
     block_rmse as block_rmse,
+)
+from ._metrics import (
     rmse as rmse,
+)
+from ._metrics import (
     rmse_t as rmse_t,
 )
 from ._obs import (
     AbstractObsOperator as AbstractObsOperator,
+)
+from ._obs import (
     LinearObs as LinearObs,
+)
+from ._obs import (
     NonlinearObs as NonlinearObs,
+)
+from ._obs import (
     SubsetObs as SubsetObs,
 )
 from ._problems import (
     CycledProblem as CycledProblem,
+)
+from ._problems import (
     WindowProblem as WindowProblem,
+)
+from ._problems import (
     cycled_problem as cycled_problem,
+)
+from ._problems import (
     l63_window_problem as l63_window_problem,
+)
+from ._problems import (
     l96_two_level_window_problem as l96_two_level_window_problem,
+)
+from ._problems import (
     l96_window_problem as l96_window_problem,
+)
+from ._problems import (
     nature_run as nature_run,
+)
+from ._problems import (
     observe as observe,
 )
 

@@ -157,7 +157,9 @@ class DenseCovariance(AbstractCovariance):
                 raise ValueError("DenseCovariance: matrix has non-finite entries")
             asym = np.max(np.abs(m - m.T)) / max(np.max(np.abs(m)), 1e-300)
             if asym > 1e-6:
-                raise ValueError(f"DenseCovariance: matrix is not symmetric (relative asymmetry {asym:.2e})")
+                raise ValueError(
+                    f"DenseCovariance: matrix is not symmetric (relative asymmetry {asym:.2e})"
+                )
             eig_min = float(np.linalg.eigvalsh(m)[0])
             if not eig_min > 0:
                 raise ValueError(
@@ -195,7 +197,9 @@ def periodic_covariance(
     the ring for every `length_scale`.
     """
     if kind not in ("gaussian", "matern32"):
-        raise ValueError(f"periodic_covariance: kind must be 'gaussian' or 'matern32', got {kind!r}")
+        raise ValueError(
+            f"periodic_covariance: kind must be 'gaussian' or 'matern32', got {kind!r}"
+        )
     if not length_scale > 0:
         raise ValueError(f"periodic_covariance: length_scale must be > 0, got {length_scale}")
     idx = np.arange(n)

@@ -36,7 +36,9 @@ def run_cycles(
     """
     shift = window if shift is None else shift
     if not 1 <= shift <= window:
-        raise ValueError(f"run_cycles: need 1 <= shift <= window, got shift={shift}, window={window}")
+        raise ValueError(
+            f"run_cycles: need 1 <= shift <= window, got shift={shift}, window={window}"
+        )
     needed = (n_cycles - 1) * shift + window + 1
     if obs.n_times < needed:
         raise ValueError(

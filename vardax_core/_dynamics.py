@@ -195,7 +195,9 @@ class Lorenz96TwoLevel(AbstractForwardModel):
 
     def __check_init__(self):
         if self.K < 4 or self.J < 1:
-            raise ValueError(f"Lorenz96TwoLevel needs K >= 4 and J >= 1, got K={self.K}, J={self.J}")
+            raise ValueError(
+                f"Lorenz96TwoLevel needs K >= 4 and J >= 1, got K={self.K}, J={self.J}"
+            )
 
     @property
     def state_size(self) -> int:

@@ -15,7 +15,6 @@ from ._analysis import (
     AbstractAnalysisMethod,
     Analysis,
     AnalysisResult,
-    ObsWindow,
     _from_optx,
     obs_cost,
 )
@@ -116,20 +115,24 @@ class ThreeDVar(AbstractAnalysisMethod):
 
     def _single(self, xb, y, mask):
         def cost(chi, _):
-            innovation = jnp.where(mask, y - self.obs_operator(xb + self.prior_cov.sqrt_mv(chi)), 0.0)
+            innovation = jnp.where(
+                mask, y - self.obs_operator(xb + self.prior_cov.sqrt_mv(chi)), 0.0
+            )
             return 0.5 * jnp.vdot(chi, chi) + 0.5 * self.obs_cov.masked_inv_quad(innovation, mask)
 
         chi0 = jnp.zeros_like(xb)
-        sol = optx.minimise(
-            cost, self.minimiser, chi0, max_steps=self.max_steps, throw=False
-        )
+        sol = optx.minimise(cost, self.minimiser, chi0, max_steps=self.max_steps, throw=False)
         xa = xb + self.prior_cov.sqrt_mv(sol.value)
-        return xa, cost(chi0, None), cost(sol.value, None), sol.stats["num_steps"], _from_optx(sol.result)
+        return (
+            xa,
+            cost(chi0, None),
+            cost(sol.value, None),
+            sol.stats["num_steps"],
+            _from_optx(sol.result),
+        )
 
     def _analyse(self, background, obs):
-        xa, before, after, steps, results = jax.vmap(self._single)(
-            background, obs.values, obs.mask
-        )
+        xa, before, after, steps, results = jax.vmap(self._single)(background, obs.values, obs.mask)
         return Analysis(
             trajectory=xa,
             cost_before=jnp.sum(before),
@@ -306,6 +309,15 @@ class IncrementalFourDVar(_AbstractFourDVar):
     max_halvings: int = eqx.field(static=True, default=10)
 
     def __check_init__(self):
+        integrator = self.model.integrator
+        if isinstance(integrator, Diffrax) and not isinstance(
+            integrator.adjoint, dfx.DirectAdjoint
+        ):
+            raise ValueError(
+                "IncrementalFourDVar needs tangent-linear (forward-mode) and adjoint derivatives of "
+                f"the model; {type(integrator.adjoint).__name__} gives only the adjoint: use "
+                "Diffrax(adjoint=diffrax.DirectAdjoint()) or the RK4 integrator"
+            )
         if self.n_outer < 1 or self.n_inner < 1:
             raise ValueError(
                 f"IncrementalFourDVar: n_outer and n_inner must be >= 1, got {self.n_outer}, "
@@ -341,12 +353,14 @@ class IncrementalFourDVar(_AbstractFourDVar):
 
             rhs = -chi + L.sqrt_T_mv(adjoint(r_inv(innovation))[0])
             operator = lx.FunctionLinearOperator(
-                hessian, jax.ShapeDtypeStruct(chi.shape, chi.dtype),
+                hessian,
+                jax.ShapeDtypeStruct(chi.shape, chi.dtype),
                 (lx.symmetric_tag, lx.positive_semidefinite_tag),
             )
             solver = lx.CG(rtol=self.tolerance, atol=self.tolerance, max_steps=self.n_inner)
             dchi = lx.linear_solve(operator, rhs, solver, throw=False).value
             if self.line_search:
+
                 def shorter(state):
                     alpha, _, i = state
                     return alpha / 2, cost(chi + (alpha / 2) * dchi), i + 1

@@ -23,8 +23,14 @@ def nature_run(model: AbstractForwardModel, key, n_steps: int, spinup_steps: int
     return model.rollout(x_start, n_steps)
 
 
-def observe(obs_operator: AbstractObsOperator, truth, obs_std, key, obs_every: int = 1,
-            obs_fraction: float = 1.0):
+def observe(
+    obs_operator: AbstractObsOperator,
+    truth,
+    obs_std,
+    key,
+    obs_every: int = 1,
+    obs_fraction: float = 1.0,
+):
     """Noisy observations `H(x_t) + N(0, obs_std²)` at every `obs_every`-th time of `truth`,
     each entry kept with probability `obs_fraction` (a random mask, as in seed 002).
 
@@ -60,8 +66,19 @@ class WindowProblem(eqx.Module):
         return self.truth.shape[0] - 1
 
 
-def _window_problem(model, obs_operator, obs_std, prior_mean, prior_cov, n_assim, n_total,
-                    obs_every, key, spinup_steps, obs_fraction=1.0):
+def _window_problem(
+    model,
+    obs_operator,
+    obs_std,
+    prior_mean,
+    prior_cov,
+    n_assim,
+    n_total,
+    obs_every,
+    key,
+    spinup_steps,
+    obs_fraction=1.0,
+):
     k_truth, k_obs = jax.random.split(key)
     truth = nature_run(model, k_truth, n_total, spinup_steps)
     obs = observe(obs_operator, truth[: n_assim + 1], obs_std, k_obs, obs_every, obs_fraction)
@@ -154,8 +171,9 @@ class CycledProblem(eqx.Module):
     first_background: jax.Array
 
 
-def cycled_problem(model, obs_operator, obs_std, n_steps, key, spinup_steps=1000,
-                   first_guess_std=1.0, obs_every=1) -> CycledProblem:
+def cycled_problem(
+    model, obs_operator, obs_std, n_steps, key, spinup_steps=1000, first_guess_std=1.0, obs_every=1
+) -> CycledProblem:
     k_truth, k_obs, k_guess = jax.random.split(key, 3)
     truth = nature_run(model, k_truth, n_steps, spinup_steps)
     obs = observe(obs_operator, truth, obs_std, k_obs, obs_every)
