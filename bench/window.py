@@ -28,7 +28,7 @@ def methods(problem: vc.WindowProblem):
     return {
         "oi": vc.OptimalInterpolation(**kw),
         "3dvar": vc.ThreeDVar(**kw),
-        "strong_4dvar": vc.StrongFourDVar(model=model, **kw, max_steps=5000),
+        "strong_4dvar": vc.StrongFourDVar(model=model, **kw),
         # the seed's weak 4DVar used Q = B
         "weak_4dvar": vc.WeakFourDVar(
             model=model, **kw, model_error_cov=problem.prior_cov, max_steps=3000

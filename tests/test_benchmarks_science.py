@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import cycled  # noqa: E402
 import window  # noqa: E402
 
-KEYS = (0, 1)
+KEYS = (0, 1, 2, 3)  # the same draws as bench/window.py
 
 
 @pytest.fixture(scope="module")

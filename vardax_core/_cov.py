@@ -67,6 +67,17 @@ class AbstractCovariance(eqx.Module):
         op = self.masked_operator(mask)
         return jnp.where(mask, lx.linear_solve(op, v, throw=False).value, 0.0)
 
+    def masked_whiten(self, v: jax.Array, mask: jax.Array) -> jax.Array:
+        """`w` with `|w|² = v_oᵀ C_oo⁻¹ v_o`: the residual a least-squares solver minimises.
+
+        `w = L_m⁻¹ v_m` for the Cholesky factor `L_m` of the masked covariance.
+        """
+        v = jnp.where(mask, v, 0.0)
+        chol = jnp.linalg.cholesky(self.masked_operator(mask).as_matrix())
+        return lx.linear_solve(
+            lx.MatrixLinearOperator(chol, lx.lower_triangular_tag), v, throw=False
+        ).value
+
     def masked_inv_quad(self, v: jax.Array, mask: jax.Array) -> jax.Array:
         """`v_oᵀ C_oo⁻¹ v_o`: the squared Mahalanobis norm over the observed components."""
         return jnp.vdot(jnp.where(mask, v, 0.0), self.masked_solve(v, mask))
@@ -106,6 +117,9 @@ class ScaledIdentityCovariance(AbstractCovariance):
     def masked_operator(self, mask):
         return lx.DiagonalLinearOperator(jnp.where(mask, self.variance, 1.0))
 
+    def masked_whiten(self, v, mask):
+        return jnp.where(mask, v / jnp.sqrt(self.variance), 0.0)
+
 
 class DiagonalCovariance(AbstractCovariance):
     """`C = diag(variances)`."""
@@ -135,6 +149,9 @@ class DiagonalCovariance(AbstractCovariance):
 
     def masked_operator(self, mask):
         return lx.DiagonalLinearOperator(jnp.where(mask, self.variances, 1.0))
+
+    def masked_whiten(self, v, mask):
+        return jnp.where(mask, v / jnp.sqrt(self.variances), 0.0)
 
 
 class DenseCovariance(AbstractCovariance):
