@@ -111,6 +111,9 @@ def test_forward_adjoint_slot(key):
     model, H, B, R, background, obs = _linear_gaussian(key)
     with pytest.raises(ValueError, match="forward_adjoint needs a model integrated by Diffrax"):
         vc.StrongFourDVar(model, H, B, R, forward_adjoint=dfx.BacksolveAdjoint())
+    reverse_only = vc.Lorenz96(K=N, integrator=vc.Diffrax())
+    with pytest.raises(ValueError, match="RecursiveCheckpointAdjoint does not give.*DirectAdjoint"):
+        vc.IncrementalFourDVar(reverse_only, H, B, R)
     problem = vc.l96_window_problem(key, K=12, n_assim=4, n_total=8)
     kw = dict(
         obs_operator=problem.obs_operator, prior_cov=problem.prior_cov, obs_cov=problem.obs_cov

@@ -142,6 +142,14 @@ class ThreeDVar(AbstractAnalysisMethod):
         )
 
 
+def _has_forward_mode(model: AbstractForwardModel) -> bool:
+    """Whether the model can be differentiated in forward mode (tangent linear)."""
+    integrator = model.integrator
+    return not isinstance(integrator, Diffrax) or isinstance(
+        integrator.adjoint, (dfx.DirectAdjoint, dfx.ForwardMode)
+    )
+
+
 class _AbstractFourDVar(AbstractAnalysisMethod):
     """What strong, weak and incremental 4DVar share: a model over the window."""
 
@@ -211,15 +219,13 @@ class StrongFourDVar(_AbstractFourDVar):
             return 0.5 * sum(jnp.vdot(r, r) for r in residuals(chi, None))
 
         chi0 = jnp.zeros_like(xb)
-        solve = optx.least_squares if self._least_squares else optx.minimise
-        sol = solve(
-            residuals if self._least_squares else cost,
-            self.minimiser,
-            chi0,
-            max_steps=self.max_steps,
-            adjoint=self.minimiser_adjoint,
-            throw=False,
-        )
+        common = dict(max_steps=self.max_steps, adjoint=self.minimiser_adjoint, throw=False)
+        if self._least_squares:
+            # Jacobians by forward mode unless the model's adjoint is reverse-only
+            options = {"jac": "fwd" if _has_forward_mode(model) else "bwd"}
+            sol = optx.least_squares(residuals, self.minimiser, chi0, options=options, **common)
+        else:
+            sol = optx.minimise(cost, self.minimiser, chi0, **common)
         return Analysis(
             trajectory=trajectory(sol.value),
             cost_before=cost(chi0, None),
@@ -331,9 +337,9 @@ class IncrementalFourDVar(_AbstractFourDVar):
             integrator.adjoint, dfx.DirectAdjoint
         ):
             raise ValueError(
-                "IncrementalFourDVar needs tangent-linear (forward-mode) and adjoint derivatives of "
-                f"the model; {type(integrator.adjoint).__name__} gives only the adjoint: use "
-                "Diffrax(adjoint=diffrax.DirectAdjoint()) or the RK4 integrator"
+                "IncrementalFourDVar needs both tangent-linear (forward-mode) and adjoint "
+                f"(reverse-mode) derivatives of the model, which {type(integrator.adjoint).__name__} "
+                "does not give: use Diffrax(adjoint=diffrax.DirectAdjoint()) or the RK4 integrator"
             )
         if self.n_outer < 1 or self.n_inner < 1:
             raise ValueError(
