@@ -231,13 +231,23 @@ def periodic_covariance(
     return DenseCovariance(variance * jnp.asarray(corr))
 
 
-def climatological_covariance(trajectory: jax.Array, scale: float = 1.0) -> DenseCovariance:
-    """`scale ·` the sample covariance of the states of a long free run `(time, n)`."""
+def climatological_covariance(
+    trajectory: jax.Array, scale: float = 1.0, nugget: float = 0.0
+) -> DenseCovariance:
+    """`scale · cov(trajectory) + nugget · I`: the sample covariance of the states of a long
+    free run `(time, n)`, scaled, plus an optional white variance `nugget` — forecast errors
+    hold more small-scale variance, relative to their large scales, than climatology does.
+    """
     traj = np.asarray(trajectory, dtype=np.float64)
     if traj.ndim != 2 or traj.shape[0] <= traj.shape[1]:
         raise ValueError(
             "climatological_covariance: need a (time, n) free run with more times than "
             f"state components, got shape {traj.shape}"
         )
+    if not scale > 0 or not nugget >= 0:
+        raise ValueError(
+            f"climatological_covariance: need scale > 0 and nugget >= 0, got {scale}, {nugget}"
+        )
     cov = np.cov(traj, rowvar=False)
-    return DenseCovariance(jnp.asarray(scale * 0.5 * (cov + cov.T), dtype=trajectory.dtype))
+    cov = scale * 0.5 * (cov + cov.T) + nugget * np.eye(traj.shape[1])
+    return DenseCovariance(jnp.asarray(cov, dtype=trajectory.dtype))
