@@ -58,3 +58,14 @@ def test_not_positive_definite_is_a_clear_error():
         vc.DiagonalCovariance(jnp.array([1.0, -1.0]))
     with pytest.raises(ValueError, match="variance must be > 0"):
         vc.ScaledIdentityCovariance(3, 0.0)
+
+
+def test_climatological_covariance_scale_and_nugget():
+    traj = vc.nature_run(vc.Lorenz96(K=8), jax.random.PRNGKey(0), 500, 200)
+    sample = np.cov(np.asarray(traj), rowvar=False)
+    B = np.asarray(vc.climatological_covariance(traj, 0.1, nugget=0.5).as_matrix())
+    assert np.allclose(B, 0.1 * sample + 0.5 * np.eye(8))
+    with pytest.raises(ValueError, match="more times than state components"):
+        vc.climatological_covariance(traj[:5], 0.1)
+    with pytest.raises(ValueError, match="nugget >= 0"):
+        vc.climatological_covariance(traj, 0.1, nugget=-1.0)

@@ -68,19 +68,24 @@ class LinearObs(AbstractObsOperator):
         return self.operator
 
 
-class SubsetObs(AbstractObsOperator):
-    """Observes the components `indices` of the state: `H(x) = x[indices]`."""
+def _indices(i) -> tuple[int, ...]:
+    return tuple(int(k) for k in i)
 
-    is_linear: ClassVar[bool] = True
-    indices: tuple[int, ...] = eqx.field(static=True, converter=lambda i: tuple(int(k) for k in i))
-    n: int = eqx.field(static=True)
+
+class _AbstractIndexedObs(AbstractObsOperator):
+    """Observes (a function of) the components `indices` of a state of size `n`."""
+
+    indices: eqx.AbstractVar[tuple[int, ...]]
+    n: eqx.AbstractVar[int]
 
     def __check_init__(self):
         bad = [i for i in self.indices if not 0 <= i < self.n]
         if bad:
-            raise ValueError(f"SubsetObs: indices {bad} are outside a state of size {self.n}")
+            raise ValueError(
+                f"{type(self).__name__}: indices {bad} are outside a state of size {self.n}"
+            )
         if not self.indices:
-            raise ValueError("SubsetObs: indices is empty")
+            raise ValueError(f"{type(self).__name__}: indices is empty")
 
     @property
     def state_size(self):
@@ -90,33 +95,31 @@ class SubsetObs(AbstractObsOperator):
     def obs_size(self):
         return len(self.indices)
 
-    def __call__(self, x):
+    def _select(self, x):
         return x[np.asarray(self.indices)]
+
+
+class SubsetObs(_AbstractIndexedObs):
+    """Observes the components `indices` of the state: `H(x) = x[indices]`."""
+
+    is_linear: ClassVar[bool] = True
+    indices: tuple[int, ...] = eqx.field(static=True, converter=_indices)
+    n: int = eqx.field(static=True)
+
+    def __call__(self, x):
+        return self._select(x)
 
     def linearise(self, x):
         return lx.FunctionLinearOperator(self, jax.ShapeDtypeStruct(x.shape, x.dtype))
 
 
-class NonlinearObs(AbstractObsOperator):
+class NonlinearObs(_AbstractIndexedObs):
     """Observes `transform(x[indices])` element-wise (default `arctan`, a saturating sensor)."""
 
     is_linear: ClassVar[bool] = False
-    indices: tuple[int, ...] = eqx.field(static=True, converter=lambda i: tuple(int(k) for k in i))
+    indices: tuple[int, ...] = eqx.field(static=True, converter=_indices)
     n: int = eqx.field(static=True)
     transform: Callable[[jax.Array], jax.Array] = eqx.field(static=True, default=jnp.arctan)
 
-    def __check_init__(self):
-        bad = [i for i in self.indices if not 0 <= i < self.n]
-        if bad:
-            raise ValueError(f"NonlinearObs: indices {bad} are outside a state of size {self.n}")
-
-    @property
-    def state_size(self):
-        return self.n
-
-    @property
-    def obs_size(self):
-        return len(self.indices)
-
     def __call__(self, x):
-        return self.transform(x[np.asarray(self.indices)])
+        return self.transform(self._select(x))
