@@ -162,6 +162,7 @@ def test_nonfinite_background_and_empty_window_are_result_codes(key, name):
     assert a.result == vc.AnalysisResult.nonfinite_background
     assert "non-finite" in vc.AnalysisResult[a.result]
     assert jnp.array_equal(a.trajectory, bad, equal_nan=True)
+    assert jnp.isnan(a.cost_before) and jnp.isnan(a.cost_after)
 
     empty = vc.ObsWindow(obs.values, jnp.zeros_like(obs.mask))
     a = method(background, empty)

@@ -192,10 +192,12 @@ class AbstractAnalysisMethod(eqx.Module):
         model_error = analysis.model_error
         if model_error is not None:
             model_error = jnp.where(keep_background, 0.0, model_error)
+        # a non-finite background has no meaningful cost
+        cost_before = jnp.where(finite, analysis.cost_before, jnp.nan)
         return Analysis(
             trajectory=trajectory,
-            cost_before=analysis.cost_before,
-            cost_after=jnp.where(keep_background, analysis.cost_before, analysis.cost_after),
+            cost_before=cost_before,
+            cost_after=jnp.where(keep_background, cost_before, analysis.cost_after),
             iterations=jnp.where(keep_background, 0, analysis.iterations),
             result=result,
             model_error=model_error,
