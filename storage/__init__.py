@@ -16,6 +16,16 @@ from ._layout import QC as QC
 from ._layout import STATUS as STATUS
 from ._layout import StoreLayout as StoreLayout
 from ._lock import LockInfo as LockInfo
+from ._obs import COLUMNS as COLUMNS
+from ._obs import WindowObservations as WindowObservations
+from ._obs import observation_table as observation_table
+from ._obs import quality_control as quality_control
+from ._obs import read_nature_run as read_nature_run
+from ._obs import read_observation_table as read_observation_table
+from ._obs import read_window as read_window
+from ._obs import select_window as select_window
+from ._obs import write_nature_run as write_nature_run
+from ._obs import write_observation_table as write_observation_table
 from ._store import CycleStore as CycleStore
 from ._store import content_hash as content_hash
 from ._store import open_zarr_store as open_zarr_store

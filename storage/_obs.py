@@ -1,0 +1,323 @@
+"""Observation sources: one documented schema, readers for CSV, Parquet, Zarr and NetCDF at a
+path or fsspec URL, quality control, and the OSSE writer (nature run + observations).
+
+## The observation schema
+
+A long table, one row per observation:
+
+| column | meaning |
+|---|---|
+| `time` | valid time, ISO 8601 UTC (`2026-01-01T06:00Z`) or a datetime (CF-decoded in Zarr/NetCDF) |
+| `location` | the observed state component (an integer index; `site` for the Lorenz systems) |
+| `value` | the observed value |
+| `error_std` | the observation-error standard deviation (> 0) |
+
+CSV and Parquet hold the table as columns. Zarr and NetCDF hold either the same four
+variables along one dimension, or `value` and `error_std` on a `(time, location)` grid with
+NaN where nothing was observed.
+"""
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ._cycles import iso, parse_time
+from ._errors import ObservationError
+from ._layout import QC
+from ._store import content_hash
+
+COLUMNS = ("time", "location", "value", "error_std")
+FORMATS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".zarr": "zarr",
+    ".nc": "netcdf",
+    ".nc4": "netcdf",
+}
+
+
+def _format(url: str, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in set(FORMATS.values()):
+            raise ObservationError(
+                f"unknown observation format {fmt!r}; one of {sorted(set(FORMATS.values()))}"
+            )
+        return fmt
+    suffix = Path(url.rstrip("/")).suffix.lower()
+    if suffix not in FORMATS:
+        raise ObservationError(
+            f"cannot tell the format of {url} from its suffix {suffix!r}: name it .csv, .parquet, "
+            ".zarr or .nc, or give format="
+        )
+    return FORMATS[suffix]
+
+
+def _exists(url: str, storage_options: dict | None) -> bool:
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    return fs.exists(path)
+
+
+def read_observation_table(
+    url, *, format: str | None = None, storage_options: dict | None = None
+) -> pd.DataFrame:
+    """The whole observation file as the schema's table (`time` as UTC datetime64).
+
+    Raises `ObservationError` naming the file for a missing file, a missing column or
+    variable, times that are not datetimes, or non-integer locations.
+    """
+    url = str(url)
+    fmt = _format(url, format)
+    if not _exists(url, storage_options):
+        raise ObservationError(f"observation file not found: {url}")
+    try:
+        if fmt == "csv":
+            table = pd.read_csv(url, storage_options=storage_options)
+        elif fmt == "parquet":
+            table = pd.read_parquet(url, storage_options=storage_options)
+        else:
+            table = _table_from_xarray(url, fmt, storage_options)
+    except ObservationError:
+        raise
+    except Exception as err:  # a corrupt or unreadable file: name it
+        raise ObservationError(f"cannot read observation file {url} as {fmt}: {err}") from err
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise ObservationError(
+            f"observation file {url} lacks column(s) {missing}; it has {list(table.columns)} "
+            f"(the schema: {list(COLUMNS)})"
+        )
+    table = table[list(COLUMNS)].copy()
+    table["time"] = _as_utc_times(table["time"], url)
+    if not np.issubdtype(table["location"].dtype, np.integer):
+        loc = pd.to_numeric(table["location"], errors="coerce")
+        if loc.isna().any() or (loc % 1 != 0).any():
+            raise ObservationError(
+                f"observation file {url}: column 'location' must hold integer component indices"
+            )
+        table["location"] = loc.astype("int64")
+    return table
+
+
+def _table_from_xarray(url, fmt, storage_options):
+    if fmt == "zarr":
+        ds = xr.open_zarr(url, storage_options=storage_options, consolidated=False)
+    else:
+        with fsspec.open(url, "rb", **(storage_options or {})) as f:
+            ds = xr.open_dataset(io.BytesIO(f.read()), engine="h5netcdf").load()
+    missing = [v for v in ("value", "error_std") if v not in ds.variables]
+    if missing:
+        raise ObservationError(
+            f"observation file {url} lacks variable(s) {missing}; it has "
+            f"{sorted(map(str, ds.variables))}"
+        )
+    if ds["value"].dims == ("time", "location"):
+        table = ds[["value", "error_std"]].to_dataframe().reset_index()
+        return table[np.isfinite(table["value"])]
+    return ds.to_dataframe().reset_index(drop=True)
+
+
+def _as_utc_times(column: pd.Series, url: str) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(column):
+        times = pd.to_datetime(column, utc=True)
+    elif column.dtype == object or pd.api.types.is_string_dtype(column):
+        try:
+            times = pd.to_datetime(column, utc=True, format="ISO8601")
+        except (ValueError, TypeError) as err:
+            raise ObservationError(
+                f"observation file {url}: column 'time' is not ISO 8601 times: {err}"
+            ) from err
+    else:
+        raise ObservationError(
+            f"observation file {url}: column 'time' holds {column.dtype} numbers, not times — give "
+            "ISO 8601 times (CSV, Parquet) or CF-encoded times with units 'seconds since …' "
+            "(Zarr, NetCDF)"
+        )
+    return times.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+
+
+@dataclass(frozen=True)
+class WindowObservations:
+    """A cycle's observations laid out for the observation operator: `(W, m)` arrays for the
+    `W` window times and the `m` observed locations. `n_obs == 0` is the explicit
+    "no observations" result."""
+
+    values: np.ndarray
+    error_std: np.ndarray
+    mask: np.ndarray
+    source: str
+    content_hash: str
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def empty(self) -> bool:
+        return self.n_obs == 0
+
+
+def select_window(
+    table: pd.DataFrame, cycle_point, window_offsets_s, locations, *, source: str = ""
+) -> WindowObservations:
+    """The rows of `table` valid at the window times `cycle_point + window_offsets_s`, laid
+    out on `locations` (the observation operator's observed components, in order).
+
+    Rows between window times, at a location the layout lacks, or duplicated raise
+    `ObservationError` naming them.
+    """
+    point = parse_time(cycle_point)
+    times = point + pd.to_timedelta(np.asarray(window_offsets_s), unit="s")
+    locations = np.asarray(locations, dtype="int64")
+    W, m = len(times), len(locations)
+    inside = table[(table["time"] >= times[0]) & (table["time"] <= times[-1])]
+    where = f"{source or 'observations'}, cycle {iso(point)}"
+    t_index = pd.Index(times).get_indexer(inside["time"])
+    if (t_index < 0).any():
+        off = inside["time"][t_index < 0].iloc[0]
+        raise ObservationError(
+            f"{where}: observation at {off} falls between the window times "
+            f"{[iso(t) for t in times]}"
+        )
+    col = {loc: j for j, loc in enumerate(locations)}
+    l_index = inside["location"].map(col)
+    if l_index.isna().any():
+        bad = sorted(set(inside["location"][l_index.isna()]))[:10]
+        raise ObservationError(
+            f"{where}: observations at locations {bad} that the observation layout "
+            f"{locations.tolist()} lacks"
+        )
+    l_index = l_index.to_numpy(dtype="int64")
+    if len(np.unique(t_index * m + l_index)) != len(l_index):
+        raise ObservationError(f"{where}: duplicated observations (same time and location)")
+    values = np.full((W, m), np.nan)
+    error_std = np.full((W, m), np.nan)
+    mask = np.zeros((W, m), bool)
+    values[t_index, l_index] = inside["value"].to_numpy(dtype="float64")
+    error_std[t_index, l_index] = inside["error_std"].to_numpy(dtype="float64")
+    mask[t_index, l_index] = True
+    return WindowObservations(
+        values, error_std, mask, source, content_hash(values, error_std, mask)
+    )
+
+
+def read_window(
+    url, cycle_point, window_offsets_s, locations, *, format=None, storage_options=None
+) -> WindowObservations:
+    """`read_observation_table` then `select_window`: one cycle's observations from a file."""
+    table = read_observation_table(url, format=format, storage_options=storage_options)
+    return select_window(table, cycle_point, window_offsets_s, locations, source=str(url))
+
+
+def quality_control(
+    obs: WindowObservations,
+    background_equivalent,
+    background_std,
+    *,
+    valid_range=(-np.inf, np.inf),
+    gross_error_k: float = 5.0,
+) -> np.ndarray:
+    """QC flags `(W, m)` (`QC` names them): `missing`, `nonfinite` (value or error),
+    `out_of_range` (outside `valid_range`), `gross_error` when
+    `|y − H(x_b)| > k·sqrt(σ_o² + σ_b²)`; else `pass`. Only `pass` is assimilated."""
+    y, sigma_o = obs.values, obs.error_std
+    hxb = np.broadcast_to(np.asarray(background_equivalent, dtype="float64"), y.shape)
+    sigma_b = np.broadcast_to(np.asarray(background_std, dtype="float64"), y.shape)
+    flags = np.full(y.shape, QC.index("pass"), dtype="int8")
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(y) & np.isfinite(sigma_o) & (sigma_o > 0)
+        lo, hi = valid_range
+        out_of_range = finite & ((y < lo) | (y > hi))
+        misfit = np.abs(y - hxb)
+        gross = finite & ~out_of_range & (misfit > gross_error_k * np.sqrt(sigma_o**2 + sigma_b**2))
+    flags[gross] = QC.index("gross_error")
+    flags[out_of_range] = QC.index("out_of_range")
+    flags[obs.mask & ~finite] = QC.index("nonfinite")
+    flags[~obs.mask] = QC.index("missing")
+    return flags
+
+
+# --- the OSSE writer -------------------------------------------------------------------
+
+_TIME_ENCODING = {"time": {"units": "seconds since 1970-01-01", "dtype": "int64"}}
+
+
+def write_observation_table(
+    url, table: pd.DataFrame, *, format: str | None = None, storage_options=None
+) -> None:
+    """Writes observations in the schema (CSV, Parquet, Zarr or NetCDF by suffix or `format`)."""
+    url = str(url)
+    fmt = _format(url, format)
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise ObservationError(f"write_observation_table: the table lacks column(s) {missing}")
+    table = table[list(COLUMNS)].reset_index(drop=True)
+    times = pd.to_datetime(table["time"], utc=True).dt.tz_localize(None)
+    if fmt in ("csv", "parquet"):
+        out = table.assign(time=times.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if fmt == "csv":
+            out.to_csv(url, index=False, storage_options=storage_options)
+        else:
+            out.to_parquet(url, index=False, storage_options=storage_options)
+        return
+    ds = xr.Dataset({c: ("row", table[c].to_numpy()) for c in ("location", "value", "error_std")})
+    ds["time"] = ("row", times.to_numpy())
+    if fmt == "zarr":
+        ds.to_zarr(
+            url,
+            mode="w",
+            encoding=_TIME_ENCODING,
+            zarr_format=3,
+            consolidated=False,
+            storage_options=storage_options,
+        )
+    else:
+        data = ds.to_netcdf(engine="h5netcdf", encoding=_TIME_ENCODING)
+        with fsspec.open(url, "wb", **(storage_options or {})) as f:
+            f.write(bytes(data))
+
+
+def observation_table(times, locations, values, error_std) -> pd.DataFrame:
+    """The schema's table from arrays: `values` and `error_std` `(T, m)` at `times` `(T,)` and
+    `locations` `(m,)`; NaN values are left out."""
+    times = pd.DatetimeIndex([parse_time(t) for t in times])
+    values = np.asarray(values, dtype="float64")
+    T, m = values.shape
+    table = pd.DataFrame(
+        {
+            "time": np.repeat(times.to_numpy(), m),
+            "location": np.tile(np.asarray(locations, dtype="int64"), T),
+            "value": values.ravel(),
+            "error_std": np.broadcast_to(np.asarray(error_std, dtype="float64"), (T, m)).ravel(),
+        }
+    )
+    return table[np.isfinite(table["value"])].reset_index(drop=True)
+
+
+def write_nature_run(url, times, states, *, dim: str = "site", storage_options=None) -> None:
+    """The OSSE truth: `states` `(T, n)` at `times`, a Zarr dataset `truth(time, site)`."""
+    times = pd.DatetimeIndex([parse_time(t) for t in times])
+    ds = xr.Dataset(
+        {"truth": (("time", dim), np.asarray(states))},
+        coords={"time": times.to_numpy(), dim: np.arange(np.shape(states)[1])},
+        attrs={"title": "vardax-cycle nature run (OSSE truth)"},
+    )
+    ds.to_zarr(
+        str(url),
+        mode="w",
+        encoding=_TIME_ENCODING,
+        zarr_format=3,
+        consolidated=False,
+        storage_options=storage_options,
+    )
+
+
+def read_nature_run(url, *, storage_options=None) -> xr.DataArray:
+    if not _exists(str(url), storage_options):
+        raise ObservationError(f"nature run not found: {url}")
+    return xr.open_zarr(str(url), storage_options=storage_options, consolidated=False)["truth"]
