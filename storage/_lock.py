@@ -116,10 +116,18 @@ class StoreLock:
 
 
 def break_lock(store) -> LockInfo | None:
-    """Removes the lock whoever holds it; **returns** what it held."""
+    """Removes the lock whoever holds it, and the temporary `*.partial` files a writer killed
+    mid-write leaves on a local disk (its atomic writes' unfinished halves, never read);
+    **returns** the lock it held."""
     held = read_lock(store)
     if held is not None:
         _delete(store)
+
+    async def partials():
+        return [key async for key in store.list() if key.endswith(".partial")]
+
+    for key in _run(partials()):
+        _run(store.delete(key))
     return held
 
 

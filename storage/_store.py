@@ -15,6 +15,7 @@ with the same inputs gives the same bytes. The cycle axis grows in blocks; a cra
 growth is repaired the next time the store is opened for writing.
 """
 
+import asyncio
 import hashlib
 import subprocess
 import warnings
@@ -100,6 +101,7 @@ class CycleStore:
     def __init__(self, url, store, axis: CycleAxis, layout: StoreLayout, writable: bool, lock=None):
         self.url, self._store, self.axis, self.layout = str(url), store, axis, layout
         self.writable, self._lock = writable, lock
+        self._async_arrays = None
         self._group = zarr.open_group(
             store, mode="r+" if writable else "r", zarr_format=3, use_consolidated=False
         )
@@ -328,6 +330,13 @@ class CycleStore:
     def _arrays(self):
         return dict(self._group.arrays())
 
+    def _data_arrays(self) -> dict[str, "zarr.AsyncArray"]:
+        """The per-cycle arrays (async handles), cached until the cycle axis grows."""
+        if self._async_arrays is None:
+            names = [*self.layout.variables(), "status"]
+            self._async_arrays = {name: self._group[name].async_array for name in names}
+        return dict(self._async_arrays)
+
     @property
     def n_slots(self) -> int:
         """Cycle slots the store holds now (committed or not)."""
@@ -347,6 +356,7 @@ class CycleStore:
             arrays["status"].resize((n,))
         _consolidate(self._store)
         self._group = zarr.open_group(self._store, mode="r+", zarr_format=3, use_consolidated=False)
+        self._async_arrays = None
 
     def _ensure_slots(self, n: int) -> None:
         if n <= self.n_slots:
@@ -436,13 +446,20 @@ class CycleStore:
         self._lock.heartbeat()
         self._ensure_slots(start + count)
         region = slice(start, start + count)
-        status_array = self._group["status"]
-        status_array[region] = EMPTY
-        for name, values in arrays.items():
-            self._group[name][region] = values
-            if on_variable_written is not None:
-                on_variable_written(name)
-        status_array[region] = statuses
+        targets = self._data_arrays()
+        status_array = targets.pop("status")
+
+        async def write_data():
+            async def one(name, values):
+                await targets[name].setitem(region, values)
+                if on_variable_written is not None:
+                    on_variable_written(name)
+
+            await asyncio.gather(*(one(name, values) for name, values in arrays.items()))
+
+        zarr.core.sync.sync(status_array.setitem(region, np.int8(EMPTY)))
+        zarr.core.sync.sync(write_data())
+        zarr.core.sync.sync(status_array.setitem(region, statuses))
 
     def write_cycle(self, point, data: Mapping[str, np.ndarray], status="committed", **kw) -> None:
         """Writes one cycle (see `write_cycles`); `data` without the cycle axis."""

@@ -241,6 +241,7 @@ def test_sigkill_mid_cycle_leaves_it_uncommitted(tmp_path, kill_after):
         reader.read_cycle(point(1))
     assert "pid" in reader.lock_holder().describe()  # the dead writer's lock remains
     st.CycleStore.break_lock(crashed)
+    assert not list(crashed.rglob("*.partial"))
     with st.CycleStore.open(crashed, mode="a") as s:
         s.write_cycle(point(1), cycle_data(1))
     assert chunk_bytes(crashed) == chunk_bytes(clean)
