@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: bench
 
 bench: $(STAMP)
-	cd bench && ../$(PY) window.py --write && ../$(PY) cycled.py --write && ../$(PY) tune_b.py --write
+	cd bench && ../$(PY) window.py --write && ../$(PY) cycled.py --write && ../$(PY) tune_b.py --write && ../$(PY) store.py --write
 	@echo "results: bench/RESULTS.md"
 
 test: $(STAMP)
