@@ -1,0 +1,70 @@
+"""Reading an experiment config from YAML, with errors that name the file and the key."""
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from ._models import ExperimentConfig
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+def _key(loc: tuple) -> str:
+    # drop the discriminator tags pydantic adds to union paths ('lorenz96', …)
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p in _UNION_TAGS)]
+    return ".".join(parts) or "(top level)"
+
+
+_UNION_TAGS = {
+    "lorenz63",
+    "lorenz96",
+    "lorenz96_two_level",
+    "EveryConfig",
+    "list[int]",
+    "literal['all']",
+}
+
+
+def parse_config(data, source: str = "<config>") -> ExperimentConfig:
+    """Validates a mapping as an `ExperimentConfig`; `ConfigError` names `source` and keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: the config must be a mapping of keys, got {type(data).__name__}"
+        )
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key"
+            lines.append(f"{source}: {_key(e['loc'])}: {msg}")
+        raise ConfigError("\n".join(dict.fromkeys(lines))) from None
+
+
+def load_config(path) -> ExperimentConfig:
+    """Reads and validates an experiment YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}"
+        ) from None
+    return parse_config(data, str(path))
+
+
+def canonical_text(config: ExperimentConfig) -> str:
+    """The config as canonical YAML (sorted keys, defaults filled): what a store's lineage
+    records and hashes, so comments and key order do not change the hash."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)

@@ -1,0 +1,310 @@
+"""The experiment config: frozen, strict pydantic models of one YAML file.
+
+An unknown key, a bad value or an impossible combination is an error that names the key
+(and, through `load_config`, the file).
+"""
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"^P(?!$)(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# YAML has no tuples: a pair is written as a two-element list
+Pair = Annotated[tuple[float, float], Field(strict=False)]
+
+
+# --- forward models ---------------------------------------------------------------------
+
+
+class _ModelBase(_Config):
+    integrator: Literal["rk4", "diffrax"] = "rk4"
+    substeps: Annotated[int, Field(ge=1)] = 1
+
+
+class Lorenz63Config(_ModelBase):
+    name: Literal["lorenz63"]
+    sigma: float = 10.0
+    rho: float = 28.0
+    beta: float = 8.0 / 3.0
+    dt: Annotated[float, Field(gt=0)] = 0.01
+
+    @property
+    def state_size(self) -> int:
+        return 3
+
+
+class Lorenz96Config(_ModelBase):
+    name: Literal["lorenz96"]
+    K: Annotated[int, Field(ge=4)] = 40
+    F: float = 8.0
+    dt: Annotated[float, Field(gt=0)] = 0.05
+
+    @property
+    def state_size(self) -> int:
+        return self.K
+
+
+class Lorenz96TwoLevelConfig(_ModelBase):
+    name: Literal["lorenz96_two_level"]
+    K: Annotated[int, Field(ge=4)] = 8
+    J: Annotated[int, Field(ge=1)] = 8
+    F: float = 20.0
+    h: float = 1.0
+    c: float = 10.0
+    b: float = 10.0
+    dt: Annotated[float, Field(gt=0)] = 0.005
+
+    @property
+    def state_size(self) -> int:
+        return self.K * (1 + self.J)
+
+
+ModelConfig = Annotated[
+    Lorenz63Config | Lorenz96Config | Lorenz96TwoLevelConfig, Field(discriminator="name")
+]
+
+
+# --- observations -----------------------------------------------------------------------
+
+
+class EveryConfig(_Config):
+    """Every `every`-th state component from `offset`."""
+
+    every: Annotated[int, Field(ge=1)]
+    offset: Annotated[int, Field(ge=0)] = 0
+
+
+class QCConfig(_Config):
+    valid_range: Pair | None = None
+    gross_error_k: Annotated[float, Field(gt=0)] = 5.0
+    background_std: Annotated[float, Field(gt=0)] = 1.0
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.valid_range is not None and not self.valid_range[0] < self.valid_range[1]:
+            raise ValueError(
+                f"valid_range must be (low, high) with low < high, got {self.valid_range}"
+            )
+        return self
+
+
+class ObservationsConfig(_Config):
+    """Where the observations come from and how they are laid out.
+
+    `source: synthetic` makes an OSSE (`simulate` writes the nature run and the files
+    under the run folder); `source: file` reads `url` (CSV, Parquet, Zarr or NetCDF).
+    """
+
+    source: Literal["synthetic", "file"]
+    url: str | None = None
+    format: Literal["csv", "parquet", "zarr", "netcdf"] | None = None
+    storage_options: dict[str, Any] = {}
+    locations: Literal["all"] | EveryConfig | list[Annotated[int, Field(ge=0)]] = "all"
+    operator: Literal["identity", "arctan"] = "identity"
+    error_std: Annotated[float, Field(gt=0)] = 1.0
+    every_steps: Annotated[int, Field(ge=1)] = 1
+    qc: QCConfig = QCConfig()
+
+    @model_validator(mode="after")
+    def _source(self):
+        if self.source == "file" and not self.url:
+            raise ValueError("source 'file' needs url (a path or fsspec URL of the observations)")
+        if isinstance(self.locations, list) and len(set(self.locations)) != len(self.locations):
+            raise ValueError("locations has duplicates")
+        return self
+
+    def location_indices(self, state_size: int) -> list[int]:
+        if self.locations == "all":
+            return list(range(state_size))
+        if isinstance(self.locations, EveryConfig):
+            return list(range(self.locations.offset, state_size, self.locations.every))
+        return list(self.locations)
+
+
+# --- methods ----------------------------------------------------------------------------
+
+
+class CovarianceConfig(_Config):
+    """`scaled_identity` (variance), `diagonal` (variances), `periodic` (variance,
+    length_scale, kernel) or `climatological` (scale·C_clim + nugget·I from a free run)."""
+
+    kind: Literal["scaled_identity", "diagonal", "periodic", "climatological"]
+    variance: Annotated[float, Field(gt=0)] | None = None
+    variances: list[Annotated[float, Field(gt=0)]] | None = None
+    length_scale: Annotated[float, Field(gt=0)] | None = None
+    kernel: Literal["gaussian", "matern32"] = "gaussian"
+    scale: Annotated[float, Field(gt=0)] | None = None
+    nugget: Annotated[float, Field(ge=0)] = 0.0
+    climate_steps: Annotated[int, Field(ge=100)] = 20_000
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self):
+        needs = {
+            "scaled_identity": ("variance",),
+            "diagonal": ("variances",),
+            "periodic": ("variance", "length_scale"),
+            "climatological": ("scale",),
+        }[self.kind]
+        missing = [k for k in needs if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"kind '{self.kind}' needs {', '.join(missing)}")
+        return self
+
+
+class MethodConfig(_Config):
+    name: Literal["oi", "3dvar", "strong_4dvar", "weak_4dvar", "incremental_4dvar"]
+    prior_cov: CovarianceConfig
+    model_error_cov: CovarianceConfig | None = None
+    minimiser: Literal["bfgs", "lbfgs", "nonlinear_cg", "levenberg_marquardt"] | None = None
+    rtol: Annotated[float, Field(gt=0)] = 1e-6
+    atol: Annotated[float, Field(gt=0)] = 1e-6
+    max_steps: Annotated[int, Field(ge=1)] = 500
+    n_outer: Annotated[int, Field(ge=1)] = 10
+    n_inner: Annotated[int, Field(ge=1)] = 50
+
+    @model_validator(mode="after")
+    def _combination(self):
+        if self.name == "weak_4dvar" and self.model_error_cov is None:
+            raise ValueError("weak_4dvar needs model_error_cov (the model-error covariance Q)")
+        if self.name != "weak_4dvar" and self.model_error_cov is not None:
+            raise ValueError(f"model_error_cov is for weak_4dvar only, not {self.name}")
+        if self.name == "oi" and self.minimiser is not None:
+            raise ValueError("oi is closed-form: it takes no minimiser")
+        if self.minimiser == "levenberg_marquardt" and self.name != "strong_4dvar":
+            raise ValueError(
+                f"levenberg_marquardt is a least-squares solver for strong_4dvar, not {self.name}"
+            )
+        return self
+
+
+# --- cycling, store, gates --------------------------------------------------------------
+
+
+def _check_time(value: str) -> str:
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as err:
+        raise ValueError(f"not an ISO 8601 time: {value!r} (e.g. 2026-01-01T00:00Z)") from err
+    return value
+
+
+class CyclingConfig(_Config):
+    """Cycle points `origin + k·interval`; one interval is `window_steps` model steps.
+
+    `lead_steps`: model steps after the cycle point of the product forecast.
+    `first_guess_std`: the first background is the truth plus this noise (OSSE) — or the
+    climatological mean when the truth is unknown.
+    """
+
+    origin: str
+    interval: str = "PT6H"
+    window_steps: Annotated[int, Field(ge=1)]
+    lead_steps: list[Annotated[int, Field(ge=0)]] = []
+    first_guess_std: Annotated[float, Field(ge=0)] = 1.0
+    spinup_steps: Annotated[int, Field(ge=0)] = 1000
+
+    _origin = field_validator("origin")(_check_time)
+
+    @field_validator("interval")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not _DURATION.match(value):
+            raise ValueError(f"not an ISO 8601 duration: {value!r} (e.g. PT6H, P1D)")
+        return value
+
+    @field_validator("lead_steps")
+    @classmethod
+    def _sorted(cls, value: list[int]) -> list[int]:
+        if value != sorted(set(value)):
+            raise ValueError("lead_steps must be increasing")
+        return value
+
+
+class StoreConfig(_Config):
+    url: str
+    storage_options: dict[str, Any] = {}
+    block: Annotated[int, Field(ge=1)] = 256
+
+
+class GateConfig(_Config):
+    """The gate of step 4: a finite analysis, innovation χ²/dof of the background within
+    `chi2_dof`, every increment within `increment_sigma`·σ_b; on failure `policy`."""
+
+    chi2_dof: Pair = (0.05, 20.0)
+    increment_sigma: Annotated[float, Field(gt=0)] = 10.0
+    policy: Literal["fallback", "halt"] = "fallback"
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        lo, hi = self.chi2_dof
+        if not 0 <= lo < hi:
+            raise ValueError(
+                f"chi2_dof must be (low, high) with 0 <= low < high, got {self.chi2_dof}"
+            )
+        return self
+
+
+class ExpectedConfig(_Config):
+    """What the experiment states it reaches (checked by the tests)."""
+
+    analysis_rmse: Annotated[float, Field(gt=0)] | None = None
+    cycles: Annotated[int, Field(ge=1)] = 100
+    spinup_cycles: Annotated[int, Field(ge=0)] = 20
+
+
+class ExperimentConfig(_Config):
+    experiment: str
+    description: str = ""
+    model: ModelConfig
+    observations: ObservationsConfig
+    method: MethodConfig
+    cycling: CyclingConfig
+    store: StoreConfig
+    gates: GateConfig = GateConfig()
+    expected: ExpectedConfig = ExpectedConfig()
+
+    @field_validator("experiment")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _SLUG.match(value):
+            raise ValueError(
+                f"experiment must be a lowercase slug (letters, digits, - _ .), got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _combination(self):
+        n = self.model.state_size
+        locations = self.observations.location_indices(n)
+        bad = [i for i in locations if i >= n]
+        if bad:
+            raise ValueError(
+                f"observations.locations {bad} are outside the {self.model.name} state of size {n}"
+            )
+        if not locations:
+            raise ValueError("observations.locations selects no state component")
+        if self.method.name == "oi" and self.observations.operator != "identity":
+            raise ValueError(
+                f"method.name oi needs a linear observation operator, but observations.operator "
+                f"is {self.observations.operator}: use 3dvar or a 4dvar"
+            )
+        if self.cycling.window_steps % self.observations.every_steps:
+            raise ValueError(
+                f"cycling.window_steps ({self.cycling.window_steps}) must be a multiple of "
+                f"observations.every_steps ({self.observations.every_steps})"
+            )
+        if self.method.prior_cov.kind == "diagonal" and len(self.method.prior_cov.variances) != n:
+            raise ValueError(
+                f"method.prior_cov.variances has {len(self.method.prior_cov.variances)} entries, "
+                f"the state has {n}"
+            )
+        return self

@@ -1,0 +1,139 @@
+"""Experiment configs: the shipped ones reach what they state; bad ones name file and key."""
+
+from pathlib import Path
+
+import equinox as eqx
+import jax.numpy as jnp
+import pytest
+
+import configs
+import tasks
+import vardax_core as vc
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_every_method_and_model_is_shipped():
+    loaded = [configs.load_config(p) for p in SHIPPED]
+    assert {c.method.name for c in loaded} == {
+        "oi",
+        "3dvar",
+        "strong_4dvar",
+        "weak_4dvar",
+        "incremental_4dvar",
+    }
+    assert {c.model.name for c in loaded} == {"lorenz63", "lorenz96", "lorenz96_two_level"}
+    assert all(c.expected.analysis_rmse is not None for c in loaded)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_config_reaches_its_stated_rmse(path):
+    """In the pure-JAX cycling loop, on the config's own OSSE (the pipeline adds I/O and
+    orchestration around the same numerics)."""
+    cfg = configs.load_config(path)
+    n = cfg.expected.spinup_cycles + cfg.expected.cycles
+    model = tasks.build_model(cfg.model)
+    H = tasks.build_obs_operator(cfg, model)
+    method = tasks.build_method(cfg, model, H, seed=1)
+    problem = tasks.osse_problem(cfg, n, seed=0)
+    W = cfg.cycling.window_steps
+    out = eqx.filter_jit(vc.run_cycles)(model, method, problem.first_background, problem.obs, n, W)
+    truth = problem.truth[vc.analysis_times(n, W)]
+    keep = slice(cfg.expected.spinup_cycles, None)
+    rmse_a = float(jnp.mean(vc.rmse_t(out.analysis.trajectory[keep, -1], truth[keep])))
+    rmse_b = float(jnp.mean(vc.rmse_t(out.background[keep, -1], truth[keep])))
+    assert rmse_a <= cfg.expected.analysis_rmse
+    assert rmse_a < rmse_b
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = (SHIPPED[0].parent / "l96-4dvar.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            "  locations: all",
+            "  locations: all\n  colour: red",
+            r"exp\.yaml: observations\.colour: unknown key",
+        ),
+        ("K: 40", "K: 2", r"exp\.yaml: model\.K: Input should be greater than or equal to 4"),
+        (
+            "name: strong_4dvar",
+            "name: weak_4dvar",
+            r"exp\.yaml: method: weak_4dvar needs model_error_cov",
+        ),
+        (
+            "name: strong_4dvar",
+            "name: 4dvar",
+            r"exp\.yaml: method\.name: Input should be 'oi', '3dvar'",
+        ),
+        ("interval: PT6H", "interval: 6h", r"cycling\.interval: not an ISO 8601 duration: '6h'"),
+        (
+            'origin: "2026-01-01T00:00Z"',
+            'origin: "yesterday"',
+            r"cycling\.origin: not an ISO 8601 time",
+        ),
+        (
+            "  locations: all",
+            "  locations: [0, 41]",
+            r"observations\.locations \[41\] are outside the lorenz96 state of size 40",
+        ),
+        (
+            "window_steps: 4",
+            "window_steps: 0",
+            r"cycling\.window_steps: Input should be greater than or equal to 1",
+        ),
+        (
+            "prior_cov: {kind: climatological, scale: 0.007}",
+            "prior_cov: {kind: periodic, variance: 1.0}",
+            r"method\.prior_cov: kind 'periodic' needs length_scale",
+        ),
+    ],
+)
+def test_bad_configs_name_the_file_and_key(tmp_path, old, new, message):
+    assert old in BASE
+    with pytest.raises(configs.ConfigError, match=message):
+        configs.load_config(_write(tmp_path, BASE.replace(old, new)))
+
+
+def test_impossible_combinations(tmp_path):
+    oi_arctan = BASE.replace("name: strong_4dvar\n  minimiser: bfgs\n", "name: oi\n").replace(
+        "  locations: all", "  locations: all\n  operator: arctan"
+    )
+    with pytest.raises(configs.ConfigError, match="oi needs a linear observation operator"):
+        configs.load_config(_write(tmp_path, oi_arctan))
+    uneven = BASE.replace("  locations: all", "  locations: all\n  every_steps: 3")
+    with pytest.raises(
+        configs.ConfigError,
+        match=r"window_steps \(4\) must be a multiple of observations.every_steps \(3\)",
+    ):
+        configs.load_config(_write(tmp_path, uneven))
+
+
+def test_yaml_and_file_errors(tmp_path):
+    with pytest.raises(configs.ConfigError, match=r"config file not found: .*nope\.yaml"):
+        configs.load_config(tmp_path / "nope.yaml")
+    with pytest.raises(
+        configs.ConfigError,
+        match=r"exp\.yaml: not valid YAML at line 3, column 1: expected .,. or .\].,",
+    ):
+        configs.load_config(_write(tmp_path, "experiment: x\nmodel: [unclosed\n"))
+    with pytest.raises(configs.ConfigError, match="must be a mapping"):
+        configs.load_config(_write(tmp_path, "- a\n- b\n"))
+
+
+def test_canonical_text_ignores_comments_and_key_order(tmp_path):
+    a = configs.load_config(SHIPPED[0])
+    reordered = "# another comment\n" + SHIPPED[0].read_text()
+    b = configs.load_config(_write(tmp_path, reordered))
+    assert configs.canonical_text(a) == configs.canonical_text(b)
+    with pytest.raises(Exception, match="frozen"):
+        a.experiment = "other"
