@@ -13,6 +13,9 @@ from ._analysis import (
     ObsWindow as ObsWindow,
 )
 from ._analysis import (
+    innovation_operators as innovation_operators,
+)
+from ._analysis import (
     obs_cost as obs_cost,
 )
 from ._analysis import (
@@ -75,6 +78,8 @@ from ._dynamics import (
 from ._dynamics import (
     Lorenz96TwoLevel as Lorenz96TwoLevel,
 )
+from ._gates import Gate as Gate
+from ._gates import GateReport as GateReport
 from ._methods import (
     IncrementalFourDVar as IncrementalFourDVar,
 )

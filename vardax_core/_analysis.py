@@ -11,6 +11,7 @@ import abc
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import optimistix as optx
 
 from ._cov import AbstractCovariance
@@ -110,6 +111,26 @@ def obs_cost(
     predicted = jax.vmap(obs_operator)(states)
     innovation = jnp.where(obs.mask, obs.values - predicted, 0.0)
     return 0.5 * jnp.sum(jax.vmap(obs_cov.masked_inv_quad)(innovation, obs.mask))
+
+
+def innovation_operators(
+    obs_operator: AbstractObsOperator,
+    prior_cov: AbstractCovariance,
+    obs_cov: AbstractCovariance,
+    x,
+    mask,
+):
+    """At one time: `H` (linearised at `x`), `B`, the 0/1 mask `M`, and the innovation
+    covariance `S = M H B Hᵀ M + (M R M + I − M)` (tagged SPD) — whose solve with a masked
+    innovation is the solve with `H B Hᵀ + R` on the observed rows only."""
+    H = obs_operator.linearise(x)
+    B = prior_cov.as_operator()
+    M = lx.DiagonalLinearOperator(mask.astype(x.dtype))
+    S = lx.TaggedLinearOperator(
+        M @ H @ B @ H.T @ M + obs_cov.masked_operator(mask),
+        (lx.symmetric_tag, lx.positive_semidefinite_tag),
+    )
+    return H, B, M, S
 
 
 def prior_cost(prior_cov: AbstractCovariance, increment) -> jax.Array:

@@ -62,10 +62,15 @@ class AbstractCovariance(eqx.Module):
         return lx.linear_solve(self.sqrt_operator(), v, throw=False).value
 
     def masked_solve(self, v: jax.Array, mask: jax.Array) -> jax.Array:
-        """`C_oo⁻¹ v_o` on the observed components (zero elsewhere)."""
+        """`C_oo⁻¹ v_o` on the observed components (zero elsewhere; NaN if `v_o` is not
+        finite — only finite vectors reach the solver, whose derivative rules reject others)."""
         v = jnp.where(mask, v, 0.0)
-        op = self.masked_operator(mask)
-        return jnp.where(mask, lx.linear_solve(op, v, throw=False).value, 0.0)
+        finite = jnp.all(jnp.isfinite(v))
+        solved = self._masked_solve_finite(jnp.where(finite, v, 0.0), mask)
+        return jnp.where(finite, jnp.where(mask, solved, 0.0), jnp.nan)
+
+    def _masked_solve_finite(self, v, mask):
+        return lx.linear_solve(self.masked_operator(mask), v, throw=False).value
 
     def masked_whiten(self, v: jax.Array, mask: jax.Array) -> jax.Array:
         """`w` with `|w|² = v_oᵀ C_oo⁻¹ v_o`: the residual a least-squares solver minimises.
@@ -74,13 +79,15 @@ class AbstractCovariance(eqx.Module):
         """
         v = jnp.where(mask, v, 0.0)
         chol = jnp.linalg.cholesky(self.masked_operator(mask).as_matrix())
-        return lx.linear_solve(
-            lx.MatrixLinearOperator(chol, lx.lower_triangular_tag), v, throw=False
-        ).value
+        return jax.scipy.linalg.solve_triangular(chol, v, lower=True)
 
     def masked_inv_quad(self, v: jax.Array, mask: jax.Array) -> jax.Array:
-        """`v_oᵀ C_oo⁻¹ v_o`: the squared Mahalanobis norm over the observed components."""
-        return jnp.vdot(jnp.where(mask, v, 0.0), self.masked_solve(v, mask))
+        """`v_oᵀ C_oo⁻¹ v_o`: the squared Mahalanobis norm over the observed components
+        (`inf` if `v_o` is not finite, so a minimiser's line search backs off)."""
+        v = jnp.where(mask, v, 0.0)
+        finite = jnp.all(jnp.isfinite(v))
+        safe = jnp.where(finite, v, 0.0)
+        return jnp.where(finite, jnp.vdot(safe, self._masked_solve_finite(safe, mask)), jnp.inf)
 
     def inv_quad(self, v: jax.Array) -> jax.Array:
         """`vᵀ C⁻¹ v = |L⁻¹ v|²`."""
@@ -89,6 +96,10 @@ class AbstractCovariance(eqx.Module):
 
     def as_matrix(self) -> jax.Array:
         return self.as_operator().as_matrix()
+
+    def variances(self) -> jax.Array:
+        """The diagonal of `C`."""
+        return jnp.diag(self.as_matrix())
 
 
 class ScaledIdentityCovariance(AbstractCovariance):
@@ -119,6 +130,12 @@ class ScaledIdentityCovariance(AbstractCovariance):
 
     def masked_whiten(self, v, mask):
         return jnp.where(mask, v / jnp.sqrt(self.variance), 0.0)
+
+    def _masked_solve_finite(self, v, mask):
+        return v / self.variance
+
+    def inv_sqrt_mv(self, v):
+        return v / jnp.sqrt(self.variance)
 
 
 class DiagonalCovariance(AbstractCovariance):
@@ -152,6 +169,12 @@ class DiagonalCovariance(AbstractCovariance):
 
     def masked_whiten(self, v, mask):
         return jnp.where(mask, v / jnp.sqrt(self.variances), 0.0)
+
+    def _masked_solve_finite(self, v, mask):
+        return v / self.variances
+
+    def inv_sqrt_mv(self, v):
+        return v / jnp.sqrt(self.variances)
 
 
 class DenseCovariance(AbstractCovariance):

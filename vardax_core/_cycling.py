@@ -6,15 +6,19 @@ import jax.numpy as jnp
 
 from ._analysis import AbstractAnalysisMethod, Analysis, ObsWindow
 from ._dynamics import AbstractForwardModel
+from ._gates import Gate, GateReport
 
 
 class CycleOutput(eqx.Module):
     """Per cycle `c`: the background and analysis over its window `(C, W+1, n)`, and the
     analysis diagnostics (batched `Analysis` fields). Window `c` spans model steps
-    `c·shift … c·shift + window`."""
+    `c·shift … c·shift + window`. With a gate: its reports, and `accepted`, the trajectory
+    each cycle hands on — the analysis where the gate passed, else the background."""
 
     background: jax.Array
     analysis: Analysis
+    gate: GateReport | None = None
+    accepted: jax.Array | None = None
 
 
 def run_cycles(
@@ -25,6 +29,7 @@ def run_cycles(
     n_cycles: int,
     window: int,
     shift: int | None = None,
+    gate: Gate | None = None,
 ) -> CycleOutput:
     """Cycles `method` over `obs` (one row per model step).
 
@@ -33,6 +38,9 @@ def run_cycles(
     the previous cycle) and starts the next cycle from the analysis `shift` steps on
     (`shift = window`: back-to-back windows; `shift < window`: overlapping windows, as
     DAPPER's 4D-Var slides its lag).
+
+    With a `gate`, a cycle whose analysis fails it hands on its background instead (the
+    `fallback` policy): nothing after it uses the rejected analysis.
     """
     shift = window if shift is None else shift
     if not 1 <= shift <= window:
@@ -52,13 +60,18 @@ def run_cycles(
         rows = jax.lax.dynamic_slice_in_dim(obs.values, start, window + 1)
         mask = jax.lax.dynamic_slice_in_dim(obs.mask, start, window + 1).at[0].set(False)
         background = model.rollout(x_start, window)
-        analysis = method(background, ObsWindow(rows, mask))
-        return analysis.trajectory[shift], (background, analysis)
+        window_obs = ObsWindow(rows, mask)
+        analysis = method(background, window_obs)
+        if gate is None:
+            return analysis.trajectory[shift], (background, analysis, None, None)
+        report = gate(background, analysis, window_obs)
+        accepted = jnp.where(report.passed, analysis.trajectory, background)
+        return accepted[shift], (background, analysis, report, accepted)
 
-    _, (backgrounds, analyses) = jax.lax.scan(
+    _, (backgrounds, analyses, reports, accepted) = jax.lax.scan(
         one_cycle, jnp.asarray(first_background), jnp.arange(n_cycles)
     )
-    return CycleOutput(background=backgrounds, analysis=analyses)
+    return CycleOutput(background=backgrounds, analysis=analyses, gate=reports, accepted=accepted)
 
 
 def analysis_times(n_cycles: int, window: int, shift: int | None = None) -> jax.Array:

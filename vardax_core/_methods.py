@@ -16,6 +16,7 @@ from ._analysis import (
     Analysis,
     AnalysisResult,
     _from_optx,
+    innovation_operators,
     obs_cost,
 )
 from ._cov import AbstractCovariance
@@ -69,15 +70,9 @@ class OptimalInterpolation(AbstractAnalysisMethod):
         )
 
     def _blue(self, xb, y, mask):
-        H = self.obs_operator.linearise(xb)
-        B = self.prior_cov.as_operator()
-        M = lx.DiagonalLinearOperator(mask.astype(xb.dtype))
+        H, B, M, S = innovation_operators(self.obs_operator, self.prior_cov, self.obs_cov, xb, mask)
         innovation = jnp.where(mask, y - self.obs_operator(xb), 0.0)
-        S = lx.TaggedLinearOperator(
-            M @ H @ B @ H.T @ M + self.obs_cov.masked_operator(mask),
-            (lx.symmetric_tag, lx.positive_semidefinite_tag),
-        )
-        weights = lx.linear_solve(S, innovation, self.linear_solver).value
+        weights = lx.linear_solve(S, innovation, self.linear_solver, throw=False).value
         xa = xb + B.mv(H.T.mv(M.mv(weights)))
         return xa, self._cost(xb, xb, y, mask), self._cost(xb, xa, y, mask)
 

@@ -1,0 +1,83 @@
+"""The gate of the cycle (step 4): may an analysis be used?
+
+An analysis passes when it is finite, the background's innovations are consistent with
+`H B Hᵀ + R` (χ²/dof within bounds), and no increment exceeds `increment_sigma`·σ_b.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+
+from ._analysis import Analysis, ObsWindow, innovation_operators
+from ._cov import AbstractCovariance
+from ._obs import AbstractObsOperator
+
+
+class GateReport(eqx.Module):
+    """The gate's findings for one cycle (scalars; batched over cycles by `run_cycles`).
+
+    - `passed`: all checks passed.
+    - `finite`: the analysis is finite.
+    - `chi2_dof`: $\\frac{1}{p}\\sum_t d_t^T (H B H^T + R)^{-1} d_t$ over the `p` observations
+      (NaN without observations, which passes).
+    - `innovation_mean`: mean of the background innovations `y − H(x_b)`.
+    - `increment_max_sigma`: `max |x_a − x_b| / σ_b` over the window.
+    - `n_obs`: observations in the window.
+    """
+
+    passed: jax.Array
+    finite: jax.Array
+    chi2_dof: jax.Array
+    innovation_mean: jax.Array
+    increment_max_sigma: jax.Array
+    n_obs: jax.Array
+
+
+class Gate(eqx.Module):
+    """`gate(background, analysis, obs) -> GateReport`.
+
+    **Arguments:** the method's `obs_operator`, `prior_cov` and `obs_cov`;
+    `chi2_dof_bounds` `(low, high)`; `increment_sigma` `k`.
+    """
+
+    obs_operator: AbstractObsOperator
+    prior_cov: AbstractCovariance
+    obs_cov: AbstractCovariance
+    chi2_dof_bounds: tuple[float, float] = eqx.field(static=True, default=(0.05, 20.0))
+    increment_sigma: float = eqx.field(static=True, default=10.0)
+
+    def __check_init__(self):
+        lo, hi = self.chi2_dof_bounds
+        if not 0 <= lo < hi:
+            raise ValueError(
+                f"Gate: chi2_dof_bounds must be 0 <= low < high, got {self.chi2_dof_bounds}"
+            )
+        if not self.increment_sigma > 0:
+            raise ValueError(f"Gate: increment_sigma must be > 0, got {self.increment_sigma}")
+
+    def _quadratic(self, xb, y, mask):
+        _, _, _, S = innovation_operators(self.obs_operator, self.prior_cov, self.obs_cov, xb, mask)
+        d = jnp.where(mask, y - self.obs_operator(xb), 0.0)
+        return jnp.vdot(d, lx.linear_solve(S, d, throw=False).value), jnp.sum(d)
+
+    def __call__(self, background, analysis: Analysis, obs: ObsWindow) -> GateReport:
+        finite_background = jnp.all(jnp.isfinite(background))
+        xb = jnp.where(finite_background, background, 0.0)
+        q, d_sum = jax.vmap(self._quadratic)(xb, obs.values, obs.mask)
+        n_obs = jnp.sum(obs.mask)
+        chi2_dof = jnp.where(n_obs > 0, jnp.sum(q) / jnp.maximum(n_obs, 1), jnp.nan)
+        sigma_b = jnp.sqrt(self.prior_cov.variances())
+        increment = jnp.max(jnp.abs(analysis.trajectory - background) / sigma_b)
+        finite = jnp.all(jnp.isfinite(analysis.trajectory))
+        lo, hi = self.chi2_dof_bounds
+        chi2_ok = (n_obs == 0) | ((chi2_dof >= lo) & (chi2_dof <= hi))
+        increment_ok = jnp.where(finite, increment <= self.increment_sigma, False)
+        return GateReport(
+            passed=finite & finite_background & chi2_ok & increment_ok,
+            finite=finite,
+            chi2_dof=chi2_dof,
+            innovation_mean=jnp.where(n_obs > 0, d_sum.sum() / jnp.maximum(n_obs, 1), jnp.nan),
+            increment_max_sigma=increment,
+            n_obs=n_obs,
+        )
