@@ -27,6 +27,7 @@ def test_square_root_and_inverse(name):
     assert jnp.allclose(cov.sqrt_mv(cov.inv_sqrt_mv(v)), v, atol=1e-8)
     assert jnp.allclose(cov.sqrt_T_mv(v), L.T @ v)
     assert jnp.isclose(cov.inv_quad(v), v @ jnp.linalg.solve(C, v), rtol=1e-8)
+    assert jnp.allclose(cov.diagonal(), jnp.diag(C))
 
 
 @pytest.mark.parametrize("name", list(_covs()))

@@ -70,6 +70,8 @@ class AbstractCovariance(eqx.Module):
         return jnp.where(finite, jnp.where(mask, solved, 0.0), jnp.nan)
 
     def _masked_solve_finite(self, v, mask):
+        # overridden with a direct division by the diagonal covariances (a documented fast
+        # path: they need no solver)
         return lx.linear_solve(self.masked_operator(mask), v, throw=False).value
 
     def masked_whiten(self, v: jax.Array, mask: jax.Array) -> jax.Array:
@@ -97,8 +99,8 @@ class AbstractCovariance(eqx.Module):
     def as_matrix(self) -> jax.Array:
         return self.as_operator().as_matrix()
 
-    def variances(self) -> jax.Array:
-        """The diagonal of `C`."""
+    def diagonal(self) -> jax.Array:
+        """The variances: the diagonal of `C`."""
         return jnp.diag(self.as_matrix())
 
 
@@ -133,6 +135,9 @@ class ScaledIdentityCovariance(AbstractCovariance):
 
     def _masked_solve_finite(self, v, mask):
         return v / self.variance
+
+    def diagonal(self):
+        return self._diag()
 
     def inv_sqrt_mv(self, v):
         return v / jnp.sqrt(self.variance)
@@ -172,6 +177,9 @@ class DiagonalCovariance(AbstractCovariance):
 
     def _masked_solve_finite(self, v, mask):
         return v / self.variances
+
+    def diagonal(self):
+        return self.variances
 
     def inv_sqrt_mv(self, v):
         return v / jnp.sqrt(self.variances)

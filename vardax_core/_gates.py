@@ -67,7 +67,7 @@ class Gate(eqx.Module):
         q, d_sum = jax.vmap(self._quadratic)(xb, obs.values, obs.mask)
         n_obs = jnp.sum(obs.mask)
         chi2_dof = jnp.where(n_obs > 0, jnp.sum(q) / jnp.maximum(n_obs, 1), jnp.nan)
-        sigma_b = jnp.sqrt(self.prior_cov.variances())
+        sigma_b = jnp.sqrt(self.prior_cov.diagonal())
         increment = jnp.max(jnp.abs(analysis.trajectory - background) / sigma_b)
         finite = jnp.all(jnp.isfinite(analysis.trajectory))
         lo, hi = self.chi2_dof_bounds
