@@ -13,3 +13,46 @@ def test_info_lists_the_stack_and_devices():
 def test_no_arguments_shows_help():
     result = CliRunner().invoke(app, [])
     assert "info" in result.output
+
+
+def test_validate(tmp_path):
+    from pathlib import Path
+
+    good = Path(__file__).resolve().parents[1] / "configs" / "l96-4dvar.yaml"
+    result = CliRunner().invoke(app, ["validate", str(good)])
+    assert result.exit_code == 0 and "valid" in result.output and "strong_4dvar" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("K: 40", "K: 2, colour: red"))
+    result = CliRunner().invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2
+    assert "model.K" in result.output and "unknown key" in result.output
+
+
+def test_status_and_report(tmp_path):
+    import numpy as np
+
+    import storage as st
+
+    layout = st.StoreLayout(
+        state_dims=(("site", 4),), window_offsets_s=(0,), lead_offsets_s=(), obs_size=4
+    )
+    with st.CycleStore.create(
+        tmp_path / "s.zarr", layout, "2026-01-01T00:00Z", "PT6H", experiment="cli"
+    ) as s:
+        for c in range(3):
+            s.write_cycle(
+                s.axis.point(c),
+                {"analysis": np.ones((1, 4)), "background": np.zeros((1, 4)), "iterations": 3},
+            )
+        s.mark(s.axis.point(3), "failed")
+    result = CliRunner().invoke(app, ["status", str(tmp_path / "s.zarr")], terminal_width=120)
+    assert result.exit_code == 0, result.output
+    assert "committed 3" in result.output and "failed 1" in result.output
+    assert "first cycle still to run: 2026-01-01T18:00Z" in result.output
+    result = CliRunner().invoke(
+        app, ["report", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "summary.md").exists() and (tmp_path / "r" / "rmse.png").exists()
+    result = CliRunner().invoke(app, ["status", str(tmp_path / "missing.zarr")])
+    assert result.exit_code == 2 and "no store at" in result.output

@@ -1,0 +1,152 @@
+"""The experiment report: PNG plots and a markdown summary from a cycle store (and the OSSE
+nature run, when there is one). Reads through `storage`; draws with matplotlib."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import xarray as xr  # noqa: E402
+
+import storage  # noqa: E402
+
+
+def _truth_at(truth: xr.DataArray | None, ds: xr.Dataset, window_index: int) -> np.ndarray | None:
+    """The truth at `cycle + window_time[window_index]` for every cycle, NaN where unknown."""
+    if truth is None:
+        return None
+    times = ds.cycle.values + ds.window_time.values[window_index]
+    out = truth.reindex(time=times).values
+    return out
+
+
+def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) -> Path:
+    """Writes `rmse.png`, `hovmoller.png`, `innovations.png` and `summary.md` into `out_dir`.
+
+    **Returns** the path of `summary.md`.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = storage.CycleStore.open(store_url, storage_options=storage_options)
+    table = store.status_table()
+    done = table["status"].isin(["committed", "degraded"]).to_numpy()
+    ds = store.dataset().isel(cycle=np.flatnonzero(done))
+    truth = storage.read_nature_run(truth_url) if truth_url else None
+    experiment = store.attrs.get("experiment") or Path(str(store_url)).stem
+    counts = table["status"].value_counts().reindex(list(storage.STATUS), fill_value=0)
+
+    lines = [
+        f"# {experiment}",
+        "",
+        f"Store `{store_url}` — cycles from {store.attrs['cycle_origin']} every "
+        f"{store.attrs['cycle_interval']}.",
+        "",
+        "| status | cycles |",
+        "|---|---|",
+        *[f"| {name} | {int(n)} |" for name, n in counts.items()],
+        "",
+    ]
+    if ds.sizes["cycle"] == 0:
+        lines.append("No committed cycles yet.")
+        (out / "summary.md").write_text("\n".join(lines) + "\n")
+        return out / "summary.md"
+
+    cycles = pd.DatetimeIndex(ds.cycle.values)
+    analysis = ds.analysis.isel(window_time=-1).values
+    background = ds.background.isel(window_time=-1).values
+    truth_end = _truth_at(truth, ds, -1)
+    state_dim = ds.analysis.dims[-1]
+
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    if truth_end is not None:
+        rmse_b = np.sqrt(np.nanmean((background - truth_end) ** 2, axis=-1))
+        rmse_a = np.sqrt(np.nanmean((analysis - truth_end) ** 2, axis=-1))
+        ax.plot(
+            cycles, rmse_b, color="C1", lw=1, label=f"background (mean {np.nanmean(rmse_b):.3f})"
+        )
+        ax.plot(
+            cycles, rmse_a, color="C0", lw=1.2, label=f"analysis (mean {np.nanmean(rmse_a):.3f})"
+        )
+        ax.set_ylabel("RMSE against truth")
+        lines += [
+            f"Time-mean RMSE at the window end over {len(cycles)} cycles: analysis "
+            f"**{np.nanmean(rmse_a):.4f}**, background {np.nanmean(rmse_b):.4f}.",
+            "",
+        ]
+    else:
+        spread = np.sqrt(np.mean((analysis - background) ** 2, axis=-1))
+        ax.plot(cycles, spread, color="C0", lw=1, label="RMS increment")
+        ax.set_ylabel("RMS increment (no truth)")
+    degraded = table.index[table["status"] == "degraded"]
+    for t in degraded:
+        ax.axvline(t, color="C3", alpha=0.4, lw=1)
+    ax.set_title(
+        f"{experiment}: error at the window end"
+        + (" (red: degraded cycles)" if len(degraded) else "")
+    )
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "rmse.png", dpi=110)
+    plt.close(fig)
+
+    panels = [("analysis", analysis)]
+    if truth_end is not None:
+        panels = [
+            ("truth", truth_end),
+            ("analysis", analysis),
+            ("analysis − truth", analysis - truth_end),
+        ]
+    fig, axs = plt.subplots(len(panels), 1, figsize=(10, 2.2 * len(panels) + 0.6), sharex=True)
+    axs = np.atleast_1d(axs)
+    vmax = float(np.nanmax(np.abs(panels[0][1])))
+    for ax, (name, field) in zip(axs, panels, strict=True):
+        lim = vmax if "−" not in name else float(np.nanmax(np.abs(field))) or 1.0
+        im = ax.pcolormesh(
+            cycles,
+            np.arange(field.shape[1]),
+            field.T,
+            cmap="RdBu_r",
+            vmin=-lim,
+            vmax=lim,
+            shading="nearest",
+        )
+        ax.set_ylabel(f"{name}\n{state_dim}")
+        fig.colorbar(im, ax=ax, pad=0.01)
+    axs[0].set_title(f"{experiment}: Hovmöller at the window end")
+    fig.tight_layout()
+    fig.savefig(out / "hovmoller.png", dpi=110)
+    plt.close(fig)
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 4.4), sharex=True)
+    chi2 = ds.innovation_chi2_dof.values
+    ax1.plot(cycles, chi2, ".", ms=3, color="C2")
+    ax1.axhline(1.0, color="k", lw=0.8)
+    ax1.set_ylabel("innovation χ²/dof")
+    ax2.plot(cycles, ds.innovation_mean.values, ".", ms=3, color="C4")
+    ax2.axhline(0.0, color="k", lw=0.8)
+    ax2.set_ylabel("innovation mean")
+    ax1.set_title(f"{experiment}: innovation statistics (consistent B and R give χ²/dof ≈ 1)")
+    fig.tight_layout()
+    fig.savefig(out / "innovations.png", dpi=110)
+    plt.close(fig)
+
+    finite_chi2 = chi2[np.isfinite(chi2)]
+    if len(finite_chi2):
+        lines += [
+            f"Innovation χ²/dof: median {np.median(finite_chi2):.3f} (1 when B and R fit).",
+            "",
+        ]
+    lines += [
+        "![RMSE](rmse.png)",
+        "",
+        "![Hovmöller](hovmoller.png)",
+        "",
+        "![innovations](innovations.png)",
+        "",
+    ]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    return out / "summary.md"
