@@ -57,11 +57,7 @@ def experiment(name, b_params, window, shift, args, minimiser=None):
     out, first, runs = timed(
         run, problem.first_background, problem.obs, repeats=max(args.repeats, 1)
     )
-    times = vc.analysis_times(n_total, window, shift)
-    truth = problem.truth[times]
-    keep = slice(args.spinup, None)
-    rmse_a = vc.rmse_t(out.analysis.trajectory[:, -1][keep], truth[keep])
-    rmse_f = vc.rmse_t(out.background[:, -1][keep], truth[keep])
+    scores = vc.cycle_scores(out, problem.truth, window, shift, spinup=args.spinup)
     ok = out.analysis.result == vc.AnalysisResult.successful
     return {
         "method": name,
@@ -69,11 +65,11 @@ def experiment(name, b_params, window, shift, args, minimiser=None):
         "shift": shift,
         "B scale": scale,
         "B nugget": nugget,
-        "rmse.a": float(jnp.mean(rmse_a)),
-        "rmse.f": float(jnp.mean(rmse_f)),
+        "rmse.a": float(scores["analysis"]),
+        "rmse.f": float(scores["background"]),
         "ms/cycle": 1e3 * median(runs) / n_total,
         "compile s": first - median(runs),
-        "iters": float(jnp.mean(out.analysis.iterations[keep])),
+        "iters": float(jnp.mean(out.analysis.iterations[args.spinup :])),
         "failed": int(n_total - jnp.sum(ok)),
     }
 

@@ -12,7 +12,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
 from _common import machine, write_section  # noqa: E402
 from cycled import setup  # noqa: E402
 
@@ -37,8 +36,7 @@ def score(scale, nugget, seed):
     out = jax.jit(lambda x, o: vc.run_cycles(model, method, x, o, N_CYCLES, 1, 1))(
         problem.first_background, problem.obs
     )
-    truth = problem.truth[vc.analysis_times(N_CYCLES, 1, 1)]
-    return float(jnp.mean(vc.rmse_t(out.analysis.trajectory[SPINUP:, -1], truth[SPINUP:])))
+    return float(vc.cycle_scores(out, problem.truth, 1, spinup=SPINUP)["analysis"])
 
 
 def main():

@@ -19,8 +19,7 @@ def _truth_at(truth: xr.DataArray | None, ds: xr.Dataset, window_index: int) -> 
     if truth is None:
         return None
     times = ds.cycle.values + ds.window_time.values[window_index]
-    out = truth.reindex(time=times).values
-    return out
+    return truth.reindex(time=times).values
 
 
 def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) -> Path:

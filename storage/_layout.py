@@ -103,15 +103,7 @@ class StoreLayout:
 
     @classmethod
     def from_json(cls, text: str) -> "StoreLayout":
-        d = json.loads(text)
-        return cls(
-            **{
-                k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
-                if isinstance(v, list)
-                else v
-                for k, v in d.items()
-            }
-        )
+        return cls(**json.loads(text))  # __post_init__ turns JSON lists back into tuples
 
     def differences(self, other: "StoreLayout") -> list[str]:
         """Human-readable differences `store has X, expected Y`."""

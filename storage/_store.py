@@ -419,11 +419,10 @@ class CycleStore:
             raise StoreError(
                 f"cycle {cycle_id(first)}: unknown variables {unknown}; the store holds {sorted(variables)}"
             )
-        n = {np.shape(v)[0] for v in data.values()} if data else set()
-        statuses = np.atleast_1d(
-            np.asarray([_status_code(s) for s in np.atleast_1d(status)], dtype="int8")
+        statuses = np.array([_status_code(s) for s in np.atleast_1d(status)], dtype="int8")
+        n = {np.shape(v)[0] for v in data.values()} | (
+            {len(statuses)} if len(statuses) > 1 else set()
         )
-        n |= {len(statuses)} if len(statuses) > 1 else set()
         if len(n) > 1:
             raise StoreError(
                 f"cycle {cycle_id(first)}: variables disagree on the number of cycles: {sorted(n)}"

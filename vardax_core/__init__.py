@@ -55,6 +55,9 @@ from ._cycling import (
     analysis_times as analysis_times,
 )
 from ._cycling import (
+    cycle_scores as cycle_scores,
+)
+from ._cycling import (
     run_cycles as run_cycles,
 )
 from ._dynamics import (

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from ._analysis import AbstractAnalysisMethod, Analysis, ObsWindow
 from ._dynamics import AbstractForwardModel
 from ._gates import Gate, GateReport
+from ._metrics import rmse_t
 
 
 class CycleOutput(eqx.Module):
@@ -78,3 +79,17 @@ def analysis_times(n_cycles: int, window: int, shift: int | None = None) -> jax.
     """The model step of each cycle's window end (where its analysis is scored)."""
     shift = window if shift is None else shift
     return jnp.arange(n_cycles) * shift + window
+
+
+def cycle_scores(
+    out: CycleOutput, truth, window: int, shift: int | None = None, spinup: int = 0
+) -> dict[str, jax.Array]:
+    """Time-mean RMSE against `truth` (one row per model step) at each window's end, over
+    the cycles after the first `spinup`: DAPPER's `rmse.a` (`"analysis"`) and `rmse.f`
+    (`"background"`)."""
+    n_cycles = out.background.shape[0]
+    truth_end = truth[analysis_times(n_cycles, window, shift)][spinup:]
+    return {
+        "analysis": jnp.mean(rmse_t(out.analysis.trajectory[spinup:, -1], truth_end)),
+        "background": jnp.mean(rmse_t(out.background[spinup:, -1], truth_end)),
+    }
