@@ -35,6 +35,9 @@ def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) ->
     ds = store.dataset().isel(cycle=np.flatnonzero(done))
     truth = storage.read_nature_run(truth_url) if truth_url else None
     experiment = store.attrs.get("experiment") or Path(str(store_url)).stem
+    used = np.flatnonzero((table["status"] != "empty").to_numpy())
+    table = table.iloc[: used[-1] + 1 if len(used) else 0]  # not the unused slots at the end
+    done = done[: len(table)]
     counts = table["status"].value_counts().reindex(list(storage.STATUS), fill_value=0)
 
     lines = [
@@ -48,6 +51,14 @@ def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) ->
         *[f"| {name} | {int(n)} |" for name, n in counts.items()],
         "",
     ]
+    flagged = table[table["status"].isin(["degraded", "failed", "skipped"])]
+    if len(flagged):
+        lines += ["| cycle | status | reason |", "|---|---|---|"]
+        lines += [
+            f"| {row.cycle_id} | {row.status} | {row.status_reason or '—'} |"
+            for row in flagged.head(50).itertuples()
+        ]
+        lines.append("")
     if ds.sizes["cycle"] == 0:
         lines.append("No committed cycles yet.")
         (out / "summary.md").write_text("\n".join(lines) + "\n")

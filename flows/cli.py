@@ -1,10 +1,11 @@
 """The `vardax-cycle` command line (typer + rich).
 
-`validate`, `status`, `report` and `info` are here; the cycling commands (`simulate`, `run`,
-`backfill`) land with the Prefect flows.
+`simulate`, `run`, `backfill` and `demo` run the Prefect flows (on Prefect's embedded server
+unless `PREFECT_API_URL` names a real one); `status`, `report`, `validate`, `info` read.
 """
 
 import importlib.metadata as md
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -37,8 +38,198 @@ _PACKAGES = (
 
 
 @app.callback()
-def main() -> None:
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Prefect's INFO logs on the console too")
+    ] = False,
+) -> None:
     """Cycling data assimilation: a pure-JAX core run by Prefect into Zarr stores."""
+    # Prefect reads these at import (the commands import it lazily). The run's logs still
+    # reach the Prefect API (and UI) at INFO; the console shows a progress bar instead.
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+_Config = Annotated[Path, typer.Argument(help="experiment YAML file")]
+
+
+def _load(config: Path):
+    """The experiment of a config, or exit 2 with the config's problems."""
+    import configs
+    import tasks
+
+    try:
+        return tasks.experiment(config)
+    except configs.ConfigError as err:
+        console.print(f"[red]invalid config[/red]\n{err}")
+        raise typer.Exit(code=2) from None
+
+
+def _server_note() -> None:
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        console.print(f"Prefect API: {url}")
+    else:
+        console.print(
+            "Prefect API: embedded server (starts in ~15–25 s here; set PREFECT_API_URL to use "
+            "a running server and its UI)"
+        )
+
+
+def _run_cycles(config: Path, start, end, *, rerun=False, block=0, cold_start=False) -> dict:
+    """Runs the cycling flow with a progress bar; maps the pipeline's errors to exit codes
+    (1: a cycle halted, 2: bad input, 3: the store is locked by another writer)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+    import storage
+    import tasks
+    from flows import _flows
+
+    exp = _load(config)
+    _server_note()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    bar = progress.add_task(f"{exp.name}", total=None, last="starting Prefect…")
+
+    def tick(done, total, cycle, status):
+        progress.update(bar, completed=done, total=total, last=f"{cycle} {status}")
+
+    _flows.set_progress(tick)
+    try:
+        with progress:
+            return _flows.cycling_flow(
+                str(config),
+                start=start,
+                end=end,
+                rerun=rerun,
+                block=block,
+                cold_start=cold_start,
+            )
+    except tasks.CycleHalted as err:
+        console.print(f"[red]halted[/red]: {err}")
+        raise typer.Exit(code=1) from None
+    except storage.StoreLockedError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(code=3) from None
+    except (storage.StoreError, storage.ObservationError, storage.CycleError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(code=2) from None
+    finally:
+        _flows.set_progress(None)
+
+
+def _range(exp, start, end, cycles):
+    import storage
+
+    first = exp.point(start) if start else exp.axis.origin
+    if end is None:
+        end = storage.cycle_id(exp.axis.point(exp.axis.index(first) + cycles - 1))
+    return storage.cycle_id(first), storage.cycle_id(exp.point(end))
+
+
+def _summary(exp, out: dict) -> None:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(out["statuses"].items())) or "nothing to do"
+    console.print(
+        f"{exp.name}: ran {out['cycles']} cycles ({counts}; {out['already_done']} already done) "
+        f"in {out['wall_s']:.1f} s — store {exp.store_url}"
+    )
+
+
+@app.command()
+def simulate(
+    config: _Config,
+    cycles: Annotated[int, typer.Option(min=1, help="cycles of truth and observations")] = 40,
+    seed: Annotated[int, typer.Option(help="seed of the nature run and the noise")] = 0,
+) -> None:
+    """An OSSE: the nature run and synthetic observations for CYCLES cycles (from the origin),
+    written beside the store (truth.zarr, observations file)."""
+    from flows import _flows
+
+    exp = _load(config)
+    _server_note()
+    try:
+        out = _flows.simulate_flow(str(config), cycles, seed)
+    except ValueError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(code=2) from None
+    console.print(
+        f"{exp.name}: nature run {out['truth']}; {out['n_obs']} observations in "
+        f"{', '.join(out['observations'][:2])}{' …' if len(out['observations']) > 2 else ''}"
+    )
+
+
+@app.command()
+def run(
+    config: _Config,
+    cycles: Annotated[int, typer.Option(min=1, help="cycles from START (without --end)")] = 40,
+    start: Annotated[str | None, typer.Option(help="first cycle point (default: origin)")] = None,
+    end: Annotated[str | None, typer.Option(help="last cycle point (overrides --cycles)")] = None,
+    block: Annotated[
+        int, typer.Option(min=0, help="cycles per block task in one pure-JAX loop (0: per cycle)")
+    ] = 0,
+    cold_start: Annotated[
+        bool, typer.Option(help="start the first cycle to run from the cold-start state")
+    ] = False,
+) -> None:
+    """Runs the cycles START … END; resumes by itself: cycles the store holds as done are
+    skipped, and each cycle starts from the previous analysis in the store."""
+    exp = _load(config)
+    first, last = _range(exp, start, end, cycles)
+    _summary(exp, _run_cycles(config, first, last, block=block, cold_start=cold_start))
+
+
+@app.command()
+def backfill(
+    config: _Config,
+    start: Annotated[str, typer.Option(help="first cycle point of the period")],
+    end: Annotated[str, typer.Option(help="last cycle point of the period")],
+    rerun: Annotated[
+        bool, typer.Option(help="recompute cycles that are already done (a reflow)")
+    ] = False,
+    block: Annotated[
+        int, typer.Option(min=0, help="cycles per block task in one pure-JAX loop (0: per cycle)")
+    ] = 0,
+    cold_start: Annotated[bool, typer.Option(help="start cold at START")] = False,
+) -> None:
+    """Fills the cycles of a past period that are not done (gaps), or with --rerun
+    recomputes all of them; done cycles outside the period are not touched."""
+    exp = _load(config)
+    first, last = _range(exp, start, end, 1)
+    out = _run_cycles(config, first, last, rerun=rerun, block=block, cold_start=cold_start)
+    _summary(exp, out)
+
+
+@app.command()
+def demo(
+    config: _Config = Path("configs/l96-4dvar.yaml"),
+    cycles: Annotated[int, typer.Option(min=1)] = 40,
+) -> None:
+    """The main job: simulate an OSSE, run CYCLES cycles (resuming a partial run), write the
+    report, and print where the store and the plots are."""
+    from flows import _flows
+    from flows._report import write_report
+
+    exp = _load(config)
+    _server_note()
+    _flows.simulate_flow(str(config), cycles, 0)
+    first, last = _range(exp, None, None, cycles)
+    out = _run_cycles(config, first, last)
+    _summary(exp, out)
+    report_dir = Path(os.path.dirname(exp.store_url)) / "report"
+    summary = write_report(exp.store_url, report_dir, truth_url=exp.truth_url)
+    console.print(f"store:  {exp.store_url}  (xarray.open_zarr reads it)")
+    console.print(f"report: {summary} and {', '.join(sorted(p.name for p in report_dir.glob('*.png')))}")
+    console.print(summary.read_text(), markup=False)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from ._errors import StoreLockedError as StoreLockedError
 from ._errors import StoreMismatchError as StoreMismatchError
 from ._layout import DIAGNOSTICS as DIAGNOSTICS
 from ._layout import DONE as DONE
+from ._layout import GATE_VERDICT as GATE_VERDICT
 from ._layout import QC as QC
 from ._layout import STATUS as STATUS
 from ._layout import StoreLayout as StoreLayout
@@ -24,6 +25,7 @@ from ._obs import read_nature_run as read_nature_run
 from ._obs import read_observation_table as read_observation_table
 from ._obs import read_window as read_window
 from ._obs import select_window as select_window
+from ._obs import select_windows as select_windows
 from ._obs import write_nature_run as write_nature_run
 from ._obs import write_observation_table as write_observation_table
 from ._store import CycleStore as CycleStore

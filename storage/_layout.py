@@ -15,6 +15,9 @@ background; a skipped one was skipped by policy). `failed` and `empty` are redon
 QC = ("pass", "missing", "nonfinite", "out_of_range", "gross_error")
 """Observation QC flags (`obs_qc`), CF flags 0…4. Only `pass` is assimilated."""
 
+GATE_VERDICT = ("failed", "passed", "not_run")
+"""`gate_verdict` codes 0…2 (`not_run`: a forecast-only cycle, no observations)."""
+
 DIAGNOSTICS = {
     "innovation_mean": "float64",
     "innovation_chi2_dof": "float64",
@@ -40,7 +43,8 @@ class StoreLayout:
     - `state_dims`: names and sizes of the state dimensions, e.g. `(("site", 40),)` or
       `(("y", 64), ("x", 64))`.
     - `window_offsets_s`: seconds from the cycle point of each background/analysis time.
-    - `lead_offsets_s`: seconds from the cycle point of each forecast lead time.
+    - `lead_offsets_s`: seconds of each forecast lead time after the window end (the
+      analysis time the product forecast starts from).
     - `obs_size`: observations per window time.
     - `dtype`: dtype of states and observation values.
     """
@@ -92,6 +96,7 @@ class StoreLayout:
             "obs_qc": (("window_time", "obs"), (W, m), "int8"),
             "obs_source": ((), (), "<U256"),
             "obs_hash": ((), (), "<U64"),
+            "status_reason": ((), (), "<U256"),
         }
         if L:
             out["forecast"] = (("lead_time", *sd), (L, *ss), self.dtype)

@@ -7,6 +7,7 @@ check the token, which also covers back ends that only emulate exclusive creatio
 """
 
 import getpass
+import logging
 import json
 import os
 import socket
@@ -18,6 +19,8 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 
 from ._errors import StoreLockedError
+
+logger = logging.getLogger("vardax.storage")
 
 LOCK_GROUP = "vardax_lock"
 LOCK_KEY = f"{LOCK_GROUP}/zarr.json"
@@ -31,6 +34,19 @@ class LockInfo:
     pid: int
     acquired_at: float
     heartbeat_at: float
+
+    def holder_is_dead(self) -> bool:
+        """True when the holder was a process on this host that no longer runs (a writer
+        killed by SIGKILL or a crash): its lock can be taken over safely."""
+        if self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def describe(self) -> str:
         age = time.time() - self.heartbeat_at
@@ -77,6 +93,16 @@ class StoreLock:
         self.info: LockInfo | None = None
 
     def acquire(self) -> LockInfo:
+        """Takes the lock; a lock left by a dead process on this host is taken over (with
+        its `*.partial` leftovers removed); a live holder raises `StoreLockedError`."""
+        held = read_lock(self.store)
+        if held is not None and held.holder_is_dead():
+            logger.warning(
+                "store %s: taking over the lock of a writer that is gone (%s)",
+                self.where,
+                held.describe(),
+            )
+            break_lock(self.store)
         now = time.time()
         info = LockInfo(
             uuid.uuid4().hex, getpass.getuser(), socket.gethostname(), os.getpid(), now, now

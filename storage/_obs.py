@@ -106,7 +106,7 @@ def read_observation_table(
 
 def _table_from_xarray(url, fmt, storage_options):
     if fmt == "zarr":
-        ds = xr.open_zarr(url, storage_options=storage_options, consolidated=False)
+        ds = xr.open_zarr(url, storage_options=storage_options or None, consolidated=False)
     else:
         with fsspec.open(url, "rb", **(storage_options or {})) as f:
             ds = xr.open_dataset(io.BytesIO(f.read()), engine="h5netcdf").load()
@@ -162,48 +162,76 @@ class WindowObservations:
         return self.n_obs == 0
 
 
-def select_window(
-    table: pd.DataFrame, cycle_point, window_offsets_s, locations, *, source: str = ""
-) -> WindowObservations:
-    """The rows of `table` valid at the window times `cycle_point + window_offsets_s`, laid
-    out on `locations` (the observation operator's observed components, in order).
+def select_windows(
+    table: pd.DataFrame, cycle_points, window_offsets_s, locations, *, source: str = ""
+) -> list[WindowObservations]:
+    """The rows of `table` valid at each cycle's window times `point + window_offsets_s`,
+    laid out on `locations` (the observation operator's observed components, in order): one
+    `WindowObservations` per cycle point. A row valid in two windows (the end of one, the
+    start of the next) goes to both.
 
     Rows between window times, at a location the layout lacks, or duplicated raise
     `ObservationError` naming them.
     """
-    point = parse_time(cycle_point)
-    times = point + pd.to_timedelta(np.asarray(window_offsets_s), unit="s")
+    points = pd.DatetimeIndex([parse_time(p) for p in np.atleast_1d(cycle_points)])
+    offsets = np.asarray(window_offsets_s, dtype="int64")
     locations = np.asarray(locations, dtype="int64")
-    W, m = len(times), len(locations)
-    inside = table[(table["time"] >= times[0]) & (table["time"] <= times[-1])]
-    where = f"{source or 'observations'}, cycle {iso(point)}"
-    t_index = pd.Index(times).get_indexer(inside["time"])
-    if (t_index < 0).any():
-        off = inside["time"][t_index < 0].iloc[0]
+    n, W, m = len(points), len(offsets), len(locations)
+    if n == 0:
+        return []
+    seconds = points.to_numpy().astype("datetime64[s]").astype("int64")
+    grid = (seconds[:, None] + offsets[None, :]).ravel()  # (n·W,) window times in seconds
+    order = np.argsort(grid, kind="stable")
+    sorted_grid = grid[order]
+    where = f"{source or 'observations'}, cycles {iso(points[0])}…{iso(points[-1])}"
+    row_s = table["time"].to_numpy().astype("datetime64[s]").astype("int64")
+    inside = (row_s >= sorted_grid[0]) & (row_s <= sorted_grid[-1])
+    row_s = row_s[inside]
+    lo = np.searchsorted(sorted_grid, row_s, "left")
+    hi = np.searchsorted(sorted_grid, row_s, "right")
+    if (hi == lo).any():
+        off = pd.Timestamp(row_s[hi == lo][0], unit="s")
         raise ObservationError(
-            f"{where}: observation at {off} falls between the window times "
-            f"{[iso(t) for t in times]}"
+            f"{where}: observation at {iso(off)} falls between the window times "
+            f"(offsets {offsets.tolist()} s from each cycle point)"
         )
-    col = {loc: j for j, loc in enumerate(locations)}
-    l_index = inside["location"].map(col)
-    if l_index.isna().any():
-        bad = sorted(set(inside["location"][l_index.isna()]))[:10]
+    l_index = pd.Index(locations).get_indexer(table["location"].to_numpy()[inside])
+    if (l_index < 0).any():
+        bad = sorted(set(table["location"].to_numpy()[inside][l_index < 0].tolist()))[:10]
         raise ObservationError(
             f"{where}: observations at locations {bad} that the observation layout "
             f"{locations.tolist()} lacks"
         )
-    l_index = l_index.to_numpy(dtype="int64")
-    if len(np.unique(t_index * m + l_index)) != len(l_index):
+    # a row may sit at several window times (shared window ends): one copy per match
+    count = hi - lo
+    rows = np.repeat(np.arange(len(row_s)), count)
+    starts = np.repeat(lo, count)
+    within = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
+    flat = order[starts + within]  # position in the (n, W) grid
+    cell = flat * m + l_index[rows]
+    if len(np.unique(cell)) != len(cell):
         raise ObservationError(f"{where}: duplicated observations (same time and location)")
-    values = np.full((W, m), np.nan)
-    error_std = np.full((W, m), np.nan)
-    mask = np.zeros((W, m), bool)
-    values[t_index, l_index] = inside["value"].to_numpy(dtype="float64")
-    error_std[t_index, l_index] = inside["error_std"].to_numpy(dtype="float64")
-    mask[t_index, l_index] = True
-    return WindowObservations(
-        values, error_std, mask, source, content_hash(values, error_std, mask)
-    )
+    values = np.full((n, W, m), np.nan)
+    error_std = np.full((n, W, m), np.nan)
+    mask = np.zeros((n, W, m), bool)
+    v = table["value"].to_numpy(dtype="float64")[inside][rows]
+    e = table["error_std"].to_numpy(dtype="float64")[inside][rows]
+    values.reshape(-1)[cell] = v
+    error_std.reshape(-1)[cell] = e
+    mask.reshape(-1)[cell] = True
+    return [
+        WindowObservations(
+            values[c], error_std[c], mask[c], source, content_hash(values[c], error_std[c], mask[c])
+        )
+        for c in range(n)
+    ]
+
+
+def select_window(
+    table: pd.DataFrame, cycle_point, window_offsets_s, locations, *, source: str = ""
+) -> WindowObservations:
+    """`select_windows` for one cycle point."""
+    return select_windows(table, [cycle_point], window_offsets_s, locations, source=source)[0]
 
 
 def read_window(
@@ -216,26 +244,29 @@ def read_window(
 
 def quality_control(
     obs: WindowObservations,
-    background_equivalent,
-    background_std,
+    background_equivalent=None,
+    background_std=1.0,
     *,
     valid_range=(-np.inf, np.inf),
     gross_error_k: float = 5.0,
 ) -> np.ndarray:
     """QC flags `(W, m)` (`QC` names them): `missing`, `nonfinite` (value or error),
-    `out_of_range` (outside `valid_range`), `gross_error` when
-    `|y − H(x_b)| > k·sqrt(σ_o² + σ_b²)`; else `pass`. Only `pass` is assimilated."""
+    `out_of_range` (outside `valid_range`), and — with `background_equivalent` `H(x_b)` —
+    `gross_error` when `|y − H(x_b)| > k·sqrt(σ_o² + σ_b²)`; else `pass`. Only `pass` is
+    assimilated. (The cycle runs the background check in JAX, `vardax_core.BackgroundCheck`,
+    and flags its rejections `gross_error` itself.)"""
     y, sigma_o = obs.values, obs.error_std
-    hxb = np.broadcast_to(np.asarray(background_equivalent, dtype="float64"), y.shape)
-    sigma_b = np.broadcast_to(np.asarray(background_std, dtype="float64"), y.shape)
     flags = np.full(y.shape, QC.index("pass"), dtype="int8")
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(y) & np.isfinite(sigma_o) & (sigma_o > 0)
         lo, hi = valid_range
         out_of_range = finite & ((y < lo) | (y > hi))
-        misfit = np.abs(y - hxb)
-        gross = finite & ~out_of_range & (misfit > gross_error_k * np.sqrt(sigma_o**2 + sigma_b**2))
-    flags[gross] = QC.index("gross_error")
+        if background_equivalent is not None:
+            hxb = np.broadcast_to(np.asarray(background_equivalent, dtype="float64"), y.shape)
+            sigma_b = np.broadcast_to(np.asarray(background_std, dtype="float64"), y.shape)
+            misfit = np.abs(y - hxb)
+            bound = gross_error_k * np.sqrt(sigma_o**2 + sigma_b**2)
+            flags[finite & ~out_of_range & (misfit > bound)] = QC.index("gross_error")
     flags[out_of_range] = QC.index("out_of_range")
     flags[obs.mask & ~finite] = QC.index("nonfinite")
     flags[~obs.mask] = QC.index("missing")
@@ -299,25 +330,35 @@ def observation_table(times, locations, values, error_std) -> pd.DataFrame:
     return table[np.isfinite(table["value"])].reset_index(drop=True)
 
 
-def write_nature_run(url, times, states, *, dim: str = "site", storage_options=None) -> None:
-    """The OSSE truth: `states` `(T, n)` at `times`, a Zarr dataset `truth(time, site)`."""
+def write_nature_run(
+    url, times, states, *, first_guess=None, dim: str = "site", storage_options=None
+) -> None:
+    """The OSSE truth: `states` `(T, n)` at `times`, a Zarr dataset `truth(time, site)`, and
+    the first cycle's first guess `first_guess(site)` when given."""
     times = pd.DatetimeIndex([parse_time(t) for t in times])
     ds = xr.Dataset(
         {"truth": (("time", dim), np.asarray(states))},
         coords={"time": times.to_numpy(), dim: np.arange(np.shape(states)[1])},
         attrs={"title": "vardax-cycle nature run (OSSE truth)"},
     )
+    if first_guess is not None:
+        ds["first_guess"] = ((dim,), np.asarray(first_guess))
+        ds["first_guess"].attrs = {"long_name": "first guess of the first cycle (truth + noise)"}
     ds.to_zarr(
         str(url),
         mode="w",
         encoding=_TIME_ENCODING,
         zarr_format=3,
         consolidated=False,
-        storage_options=storage_options,
+        storage_options=storage_options or None,
     )
 
 
-def read_nature_run(url, *, storage_options=None) -> xr.DataArray:
+def read_nature_run(url, *, storage_options=None, variable: str = "truth") -> xr.DataArray:
+    """`truth(time, site)` of a nature run (or its `first_guess`)."""
     if not _exists(str(url), storage_options):
         raise ObservationError(f"nature run not found: {url}")
-    return xr.open_zarr(str(url), storage_options=storage_options, consolidated=False)["truth"]
+    ds = xr.open_zarr(str(url), storage_options=storage_options or None, consolidated=False)
+    if variable not in ds:
+        raise ObservationError(f"nature run {url} has no variable {variable!r}")
+    return ds[variable]

@@ -31,7 +31,7 @@ import zarr.storage
 
 from ._cycles import CycleAxis, cycle_id, iso, iso_duration, parse_time
 from ._errors import CycleError, StoreError, StoreMismatchError
-from ._layout import DONE, EMPTY, QC, STATUS, StoreLayout
+from ._layout import DONE, EMPTY, GATE_VERDICT, QC, STATUS, StoreLayout
 from ._lock import StoreLock, break_lock, read_lock
 
 STORE_VERSION = 1
@@ -305,6 +305,14 @@ class CycleStore:
         }
         ds["obs_source"].attrs = {"long_name": "observation source of the cycle"}
         ds["obs_hash"].attrs = {"long_name": "sha256 of the cycle's observations"}
+        ds["status_reason"].attrs = {
+            "long_name": "why a cycle is degraded, failed or skipped (empty when committed)"
+        }
+        ds["gate_verdict"].attrs = {
+            "long_name": "verdict of the gate",
+            "flag_values": np.arange(len(GATE_VERDICT), dtype="int8"),
+            "flag_meanings": " ".join(GATE_VERDICT),
+        }
         return ds
 
     @staticmethod

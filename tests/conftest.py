@@ -65,3 +65,20 @@ def s3_bucket(s3_server):
     fs = s3fs.S3FileSystem(**s3_server)
     fs.mkdir(name)
     yield f"s3://{name}", s3_server
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect API server for the session (Prefect's test harness: a temporary
+    database and a server process on loopback); flows in this process report to it.
+
+    **Yields** its URL, for CLI subprocesses (`PREFECT_API_URL`)."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+

@@ -49,7 +49,13 @@ from ._cov import (
     periodic_covariance as periodic_covariance,
 )
 from ._cycling import (
+    BackgroundCheck as BackgroundCheck,
+)
+from ._cycling import (
     CycleOutput as CycleOutput,
+)
+from ._cycling import (
+    accepted_trajectory as accepted_trajectory,
 )
 from ._cycling import (
     analysis_times as analysis_times,

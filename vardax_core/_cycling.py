@@ -8,18 +8,51 @@ from ._analysis import AbstractAnalysisMethod, Analysis, ObsWindow
 from ._dynamics import AbstractForwardModel
 from ._gates import Gate, GateReport
 from ._metrics import rmse_t
+from ._obs import AbstractObsOperator
+
+
+class BackgroundCheck(eqx.Module):
+    """The first-guess check of quality control: an observation is rejected when
+    $|y − H(x_b)| > k\\sqrt{σ_o^2 + σ_b^2}$ (a gross error against the background).
+
+    `check(background, obs) -> ObsWindow` with the rejected entries masked out. A
+    non-finite background rejects every observation.
+    """
+
+    obs_operator: AbstractObsOperator
+    obs_std: float
+    background_std: float
+    k: float = 5.0
+
+    def __call__(self, background, obs: ObsWindow) -> ObsWindow:
+        predicted = jax.vmap(self.obs_operator)(background)
+        bound = self.k * jnp.sqrt(self.obs_std**2 + self.background_std**2)
+        ok = jnp.abs(obs.values - predicted) <= bound  # False for NaN
+        return ObsWindow(obs.values, obs.mask & ok)
+
+
+def accepted_trajectory(background, analysis: Analysis, obs: ObsWindow, report=None):
+    """The trajectory a cycle hands on: the analysis where the window had observations and
+    the gate (if any) passed it, else the background (forecast-only or fallback)."""
+    use = jnp.any(obs.mask)
+    if report is not None:
+        use = use & report.passed
+    return jnp.where(use, analysis.trajectory, background)
 
 
 class CycleOutput(eqx.Module):
     """Per cycle `c`: the background and analysis over its window `(C, W+1, n)`, and the
     analysis diagnostics (batched `Analysis` fields). Window `c` spans model steps
     `c·shift … c·shift + window`. With a gate: its reports, and `accepted`, the trajectory
-    each cycle hands on — the analysis where the gate passed, else the background."""
+    each cycle hands on — the analysis where the window had observations and the gate
+    passed, else the background. `obs_mask`: the observations assimilated (after the
+    background check, if any)."""
 
     background: jax.Array
     analysis: Analysis
     gate: GateReport | None = None
     accepted: jax.Array | None = None
+    obs_mask: jax.Array | None = None
 
 
 def run_cycles(
@@ -31,6 +64,7 @@ def run_cycles(
     window: int,
     shift: int | None = None,
     gate: Gate | None = None,
+    check: BackgroundCheck | None = None,
 ) -> CycleOutput:
     """Cycles `method` over `obs` (one row per model step).
 
@@ -41,7 +75,8 @@ def run_cycles(
     DAPPER's 4D-Var slides its lag).
 
     With a `gate`, a cycle whose analysis fails it hands on its background instead (the
-    `fallback` policy): nothing after it uses the rejected analysis.
+    `fallback` policy): nothing after it uses the rejected analysis. With a `check`, each
+    window's observations first go through the background check.
     """
     shift = window if shift is None else shift
     if not 1 <= shift <= window:
@@ -62,17 +97,22 @@ def run_cycles(
         mask = jax.lax.dynamic_slice_in_dim(obs.mask, start, window + 1).at[0].set(False)
         background = model.rollout(x_start, window)
         window_obs = ObsWindow(rows, mask)
+        if check is not None:
+            window_obs = check(background, window_obs)
         analysis = method(background, window_obs)
         if gate is None:
-            return analysis.trajectory[shift], (background, analysis, None, None)
+            out = (background, analysis, None, None, window_obs.mask)
+            return analysis.trajectory[shift], out
         report = gate(background, analysis, window_obs)
-        accepted = jnp.where(report.passed, analysis.trajectory, background)
-        return accepted[shift], (background, analysis, report, accepted)
+        accepted = accepted_trajectory(background, analysis, window_obs, report)
+        return accepted[shift], (background, analysis, report, accepted, window_obs.mask)
 
-    _, (backgrounds, analyses, reports, accepted) = jax.lax.scan(
+    _, (backgrounds, analyses, reports, accepted, masks) = jax.lax.scan(
         one_cycle, jnp.asarray(first_background), jnp.arange(n_cycles)
     )
-    return CycleOutput(background=backgrounds, analysis=analyses, gate=reports, accepted=accepted)
+    return CycleOutput(
+        background=backgrounds, analysis=analyses, gate=reports, accepted=accepted, obs_mask=masks
+    )
 
 
 def analysis_times(n_cycles: int, window: int, shift: int | None = None) -> jax.Array:

@@ -1,0 +1,251 @@
+"""The Prefect flows: one cycle, a run of cycles (resume and backfill), and the OSSE.
+
+Parameters are small (a config path, cycle ids, flags); arrays move between the tasks of
+a cycle in memory and land in the store. The store is the record of what is done: a run
+asks it which cycles are still to do.
+"""
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from prefect import flow, get_run_logger, tags, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+import storage
+import tasks
+import vardax_core as vc
+
+# A progress hook for the CLI's progress bar (not a flow parameter: it is not data).
+# Called with (cycles done, cycles to do, last cycle id, its status).
+_progress: list[Callable[[int, int, str, str], None]] = []
+
+
+def set_progress(callback: Callable[[int, int, str, str], None] | None) -> None:
+    _progress.clear()
+    if callback is not None:
+        _progress.append(callback)
+
+
+def _tick(done: int, total: int, cycle: str, status: str) -> None:
+    for callback in _progress:
+        callback(done, total, cycle, status)
+
+
+def _cycle_run_name() -> str:
+    p = flow_run.parameters
+    return f"{tasks.experiment(p['config']).name}/{p['cycle']}"
+
+
+def _run_name() -> str:
+    p = flow_run.parameters
+    exp = tasks.experiment(p["config"])
+    kind = "backfill" if p.get("rerun") else "run"
+    return f"{exp.name}/{kind} {p.get('start') or 'origin'}…{p.get('end')}"
+
+
+@flow(name="cycle", flow_run_name=_cycle_run_name, persist_result=False, validate_parameters=False)
+def cycle_flow(config: str, cycle: str, cold_start: bool = False) -> str:
+    """One cycle: ingest obs → forecast → analyse → gate → forecast product → persist.
+
+    **Returns** the cycle's status; raises `CycleHalted` when the gate fails under `halt`.
+    """
+    started = time.perf_counter()
+    obs = tasks.ingest_obs(config, cycle)
+    background = tasks.forecast_background(config, cycle, cold_start)
+    analysed = tasks.analyse(config, cycle, background, obs)
+    verdict = tasks.gate(config, cycle, background, obs, analysed)
+    product = tasks.forecast_product(config, cycle, verdict)
+    status = tasks.persist(config, cycle, obs, background, analysed, verdict, product, started)
+    if status == "failed":
+        raise tasks.CycleHalted(
+            f"{tasks.experiment(config).name}: cycle {cycle} failed the gate — {verdict.reason}. "
+            "The run stops here; fix the cause (observations, config) and run again."
+        )
+    return status
+
+
+def _segments(indices: list[int], block: int) -> list[tuple[int, int]]:
+    """Runs of consecutive cycle indices, cut into pieces of at most `block` that start at
+    multiples of `block` where they can (so a re-run after a crash repeats whole blocks)."""
+    out = []
+    i = 0
+    while i < len(indices):
+        start = indices[i]
+        stop = min((start // block + 1) * block, start + block)
+        n = 1
+        while i + n < len(indices) and indices[i + n] == start + n and start + n < stop:
+            n += 1
+        out.append((start, n))
+        i += n
+    return out
+
+
+def cycles_to_do(exp, store, start, end, rerun: bool) -> list[int]:
+    """Indices of the cycles in `start … end` to run: those not done (committed, degraded,
+    skipped), or all of them with `rerun`."""
+    lo, hi = exp.axis.index(start), exp.axis.index(end)
+    if hi < lo:
+        raise storage.CycleError(
+            f"the end {storage.cycle_id(end)} is before the start {storage.cycle_id(start)}"
+        )
+    if rerun:
+        return list(range(lo, hi + 1))
+    codes = store.statuses()[lo : hi + 1]
+    codes = np.concatenate([codes, np.zeros(hi + 1 - lo - len(codes), "int8")])
+    return [lo + int(i) for i in np.flatnonzero(~np.isin(codes, storage.DONE))]
+
+
+@flow(name="cycling", flow_run_name=_run_name, persist_result=False, validate_parameters=False)
+def cycling_flow(
+    config: str,
+    start: str | None = None,
+    end: str | None = None,
+    rerun: bool = False,
+    block: int = 0,
+    cold_start: bool = False,
+) -> dict:
+    """The cycles `start … end` (ids or ISO times; `start` defaults to the origin), in order.
+
+    Resumes by itself: cycles the store holds as done are skipped and each cycle starts from
+    the previous cycle's analysis in the store. `rerun` recomputes done cycles too (a
+    reflow). `block > 0` runs consecutive cycles `block` at a time in one pure-JAX loop
+    (one task and one region write per block); else one `cycle` flow run per cycle.
+
+    **Returns** counts of the statuses written and the wall time.
+    """
+    exp = tasks.experiment(config)
+    log = get_run_logger()
+    first = exp.point(start) if start else exp.axis.origin
+    last = exp.point(end) if end else first
+    t0 = time.perf_counter()
+    counts: dict[str, int] = {}
+    with tasks.open_writer(exp) as store:
+        todo = cycles_to_do(exp, store, first, last, rerun)
+        skipped = exp.axis.index(last) - exp.axis.index(first) + 1 - len(todo)
+        log.info(
+            "%s: %d cycles to run from %s to %s (%d already done)",
+            exp.name,
+            len(todo),
+            storage.cycle_id(first),
+            storage.cycle_id(last),
+            skipped,
+        )
+        done = 0
+        _tick(0, len(todo), "", "")
+        with tags(*exp.tags):
+            if block > 0:
+                for index, n in _segments(todo, block):
+                    cold = cold_start and index == todo[0]
+                    statuses = tasks.run_block(
+                        config, storage.cycle_id(exp.axis.point(index)), n, cold
+                    )
+                    for s in statuses:
+                        counts[s] = counts.get(s, 0) + 1
+                    done += n
+                    last_id = storage.cycle_id(exp.axis.point(index + n - 1))
+                    _tick(done, len(todo), last_id, statuses[-1])
+            else:
+                for index in todo:
+                    cycle = storage.cycle_id(exp.axis.point(index))
+                    status = cycle_flow(config, cycle, cold_start and index == todo[0])
+                    counts[status] = counts.get(status, 0) + 1
+                    done += 1
+                    _tick(done, len(todo), cycle, status)
+    wall = time.perf_counter() - t0
+    log.info("%s: %s in %.1f s", exp.name, counts, wall)
+    return {"statuses": counts, "cycles": len(todo), "already_done": skipped, "wall_s": wall}
+
+
+# --- the OSSE ---------------------------------------------------------------------------
+
+
+@task(name="write-osse", cache_policy=NO_CACHE, persist_result=False)
+def write_osse(config: str, n_cycles: int, seed: int) -> dict:
+    """The nature run (truth at every model step, and the first guess) and its synthetic
+    observations, written where the experiment reads them."""
+    exp = tasks.experiment(config)
+    problem = tasks.osse_problem(exp.cfg, n_cycles, seed)
+    n_steps = n_cycles * exp.window
+    times = exp.model_times(n_steps)
+    truth = np.asarray(problem.truth)
+    storage.write_nature_run(
+        exp.truth_url,
+        times,
+        truth,
+        first_guess=np.asarray(problem.first_background),
+        dim=exp.layout.state_dim_names[0],
+        storage_options=exp.storage_options,
+    )
+    values = np.where(np.asarray(problem.obs.mask), np.asarray(problem.obs.values), np.nan)
+    table = storage.observation_table(
+        times, exp.locations, values, exp.cfg.observations.error_std
+    )
+    files = []
+    opts = exp.cfg.observations.storage_options or None
+    if "{cycle_id}" in exp.obs_url:
+        # one file per cycle: window times after the cycle point up to its end
+        step = pd.Timedelta(seconds=exp.step_seconds)
+        for c in range(n_cycles):
+            point = exp.axis.point(c)
+            rows = table[(table["time"] > point) & (table["time"] <= point + exp.window * step)]
+            url = exp.obs_url_for(point)
+            storage.write_observation_table(url, rows, storage_options=opts)
+            files.append(url)
+    else:
+        storage.write_observation_table(exp.obs_url, table, storage_options=opts)
+        files.append(exp.obs_url)
+    return {"truth": exp.truth_url, "observations": files, "n_obs": len(table)}
+
+
+@flow(
+    name="simulate",
+    flow_run_name=lambda: f"{tasks.experiment(flow_run.parameters['config']).name}/simulate",
+    persist_result=False,
+    validate_parameters=False,
+)
+def simulate_flow(config: str, cycles: int, seed: int = 0) -> dict:
+    """An OSSE for the experiment: `cycles` windows of truth and observations."""
+    exp = tasks.experiment(config)
+    if exp.cfg.observations.source != "synthetic":
+        raise ValueError(
+            f"{config}: observations.source is {exp.cfg.observations.source!r}; simulate makes "
+            "synthetic observations (source: synthetic)"
+        )
+    with tags(*exp.tags):
+        out = write_osse(config, cycles, seed)
+    get_run_logger().info(
+        "%s: nature run %s, %d observations in %s",
+        exp.name,
+        out["truth"],
+        out["n_obs"],
+        ", ".join(out["observations"][:3]) + (" …" if len(out["observations"]) > 3 else ""),
+    )
+    return out
+
+
+def reference_scores(config: str, cycles: int, seed: int = 0, spinup: int = 0) -> dict:
+    """The pure-JAX loop on the same OSSE as `simulate` (same gate and background check):
+    what the pipeline must reproduce."""
+    import equinox as eqx
+
+    exp = tasks.experiment(config)
+    problem = tasks.osse_problem(exp.cfg, cycles, seed)
+    out = eqx.filter_jit(vc.run_cycles)(
+        exp.model,
+        exp.method,
+        problem.first_background,
+        problem.obs,
+        cycles,
+        exp.window,
+        gate=exp.gate,
+        check=exp.check,
+    )
+    scored = vc.CycleOutput(
+        background=out.background,
+        analysis=eqx.tree_at(lambda a: a.trajectory, out.analysis, out.accepted),
+    )
+    scores = vc.cycle_scores(scored, problem.truth, exp.window, spinup=spinup)
+    return {"analysis": float(scores["analysis"]), "background": float(scores["background"]), "output": out}
