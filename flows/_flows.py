@@ -180,9 +180,7 @@ def write_osse(config: str, n_cycles: int, seed: int) -> dict:
         storage_options=exp.storage_options,
     )
     values = np.where(np.asarray(problem.obs.mask), np.asarray(problem.obs.values), np.nan)
-    table = storage.observation_table(
-        times, exp.locations, values, exp.cfg.observations.error_std
-    )
+    table = storage.observation_table(times, exp.locations, values, exp.cfg.observations.error_std)
     files = []
     opts = exp.cfg.observations.storage_options or None
     if "{cycle_id}" in exp.obs_url:
@@ -248,4 +246,8 @@ def reference_scores(config: str, cycles: int, seed: int = 0, spinup: int = 0) -
         analysis=eqx.tree_at(lambda a: a.trajectory, out.analysis, out.accepted),
     )
     scores = vc.cycle_scores(scored, problem.truth, exp.window, spinup=spinup)
-    return {"analysis": float(scores["analysis"]), "background": float(scores["background"]), "output": out}
+    return {
+        "analysis": float(scores["analysis"]),
+        "background": float(scores["background"]),
+        "output": out,
+    }

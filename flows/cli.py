@@ -81,8 +81,14 @@ def _server_note() -> None:
 def _run_cycles(config: Path, start, end, *, rerun=False, block=0, cold_start=False) -> dict:
     """Runs the cycling flow with a progress bar; maps the pipeline's errors to exit codes
     (1: a cycle halted, 2: bad input, 3: the store is locked by another writer)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     import storage
     import tasks
@@ -228,7 +234,9 @@ def demo(
     report_dir = Path(os.path.dirname(exp.store_url)) / "report"
     summary = write_report(exp.store_url, report_dir, truth_url=exp.truth_url)
     console.print(f"store:  {exp.store_url}  (xarray.open_zarr reads it)")
-    console.print(f"report: {summary} and {', '.join(sorted(p.name for p in report_dir.glob('*.png')))}")
+    console.print(
+        f"report: {summary} and {', '.join(sorted(p.name for p in report_dir.glob('*.png')))}"
+    )
     console.print(summary.read_text(), markup=False)
 
 

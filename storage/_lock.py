@@ -7,8 +7,8 @@ check the token, which also covers back ends that only emulate exclusive creatio
 """
 
 import getpass
-import logging
 import json
+import logging
 import os
 import socket
 import time

@@ -17,7 +17,9 @@ variables along one dimension, or `value` and `error_std` on a `(time, location)
 NaN where nothing was observed.
 """
 
+import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,6 +277,16 @@ def quality_control(
 
 # --- the OSSE writer -------------------------------------------------------------------
 
+
+@contextlib.contextmanager
+def _quiet_consolidation():
+    """Consolidated metadata (so plain `xarray.open_zarr` opens without a warning), without
+    zarr's note that consolidation is not yet in the v3 spec."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
+
+
 _TIME_ENCODING = {"time": {"units": "seconds since 1970-01-01", "dtype": "int64"}}
 
 
@@ -299,14 +311,15 @@ def write_observation_table(
     ds = xr.Dataset({c: ("row", table[c].to_numpy()) for c in ("location", "value", "error_std")})
     ds["time"] = ("row", times.to_numpy())
     if fmt == "zarr":
-        ds.to_zarr(
-            url,
-            mode="w",
-            encoding=_TIME_ENCODING,
-            zarr_format=3,
-            consolidated=False,
-            storage_options=storage_options,
-        )
+        with _quiet_consolidation():
+            ds.to_zarr(
+                url,
+                mode="w",
+                encoding=_TIME_ENCODING,
+                zarr_format=3,
+                consolidated=True,
+                storage_options=storage_options or None,
+            )
     else:
         data = ds.to_netcdf(engine="h5netcdf", encoding=_TIME_ENCODING)
         with fsspec.open(url, "wb", **(storage_options or {})) as f:
@@ -344,14 +357,15 @@ def write_nature_run(
     if first_guess is not None:
         ds["first_guess"] = ((dim,), np.asarray(first_guess))
         ds["first_guess"].attrs = {"long_name": "first guess of the first cycle (truth + noise)"}
-    ds.to_zarr(
-        str(url),
-        mode="w",
-        encoding=_TIME_ENCODING,
-        zarr_format=3,
-        consolidated=False,
-        storage_options=storage_options or None,
-    )
+    with _quiet_consolidation():
+        ds.to_zarr(
+            str(url),
+            mode="w",
+            encoding=_TIME_ENCODING,
+            zarr_format=3,
+            consolidated=True,
+            storage_options=storage_options or None,
+        )
 
 
 def read_nature_run(url, *, storage_options=None, variable: str = "truth") -> xr.DataArray:

@@ -415,7 +415,6 @@ def run_block(config: str, first: str, n_cycles: int, cold_start: bool = False) 
     points = exp.axis.points(index, index + n_cycles)
     x_start, _ = start_state(exp, store, first_point, cold_start)
     obs = read_observations(exp, points)
-    W = exp.window
     # one row per model step: the first window's row 0, then rows 1…W of every window
     values = np.concatenate([obs[0].values[:1]] + [o.values[1:] for o in obs])
     mask = np.concatenate([obs[0].mask[:1]] + [o.mask[1:] for o in obs])
@@ -449,14 +448,19 @@ def run_block(config: str, first: str, n_cycles: int, cold_start: bool = False) 
         if obs[c].n_obs == 0 and obs[c].reason:
             v.reason = f"forecast-only: {obs[c].reason}"
         records.append(
-            cycle_record(obs[c], background[c], accepted[c], products[c], fields, v, used[c], timings)
+            cycle_record(
+                obs[c], background[c], accepted[c], products[c], fields, v, used[c], timings
+            )
         )
     data = {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}
     statuses = [v.status for v in verdicts[:n_write]]
     store.write_cycles(first_point, data, statuses)
     counts = {s: statuses.count(s) for s in set(statuses)}
     _logger().info(
-        "block %s+%d: %s in %.2f s", storage.cycle_id(first_point), n_write, counts,
+        "block %s+%d: %s in %.2f s",
+        storage.cycle_id(first_point),
+        n_write,
+        counts,
         time.perf_counter() - t0,
     )
     if halt_at is not None:

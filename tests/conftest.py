@@ -81,4 +81,3 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
-

@@ -41,7 +41,9 @@ def test_pipeline_reproduces_the_pure_jax_loop(l96_runs):
     assert rmse < ref["background"]
     stored = store_arrays(exp.store_url, N)
     np.testing.assert_allclose(stored["analysis"], np.asarray(ref["output"].accepted), atol=1e-10)
-    np.testing.assert_allclose(stored["background"], np.asarray(ref["output"].background), atol=1e-10)
+    np.testing.assert_allclose(
+        stored["background"], np.asarray(ref["output"].background), atol=1e-10
+    )
     # the store is self-describing for plain xarray
     ds = xr.open_zarr(exp.store_url)
     assert ds.cycle.values[1] - ds.cycle.values[0] == np.timedelta64(6, "h")
@@ -74,7 +76,8 @@ def test_flow_runs_are_named_and_tagged_like_a_cycling_suite(l96_runs):
     assert cycle_run.state.is_completed()
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id={"any_": [cycle_run.id]}), sort=TaskRunSort.ID_DESC,
+            flow_run_filter=FlowRunFilter(id={"any_": [cycle_run.id]}),
+            sort=TaskRunSort.ID_DESC,
             limit=50,
         )
     assert {t.name for t in task_runs} == {
@@ -145,7 +148,11 @@ def test_backfill_fills_a_gap_and_rerun_recomputes(prefect_api, tmp_path):
     out = _flows.cycling_flow(str(cfg), start="20260101T1200Z", end="20260101T1800Z", rerun=True)
     assert out["cycles"] == 2 and out["already_done"] == 0
     rerun = _chunk_files(exp.store_url)
-    changed = {int(k.split("/")[2]) for k in rerun if k.startswith("analysis/") and rerun[k][1] != after[k][1]}
+    changed = {
+        int(k.split("/")[2])
+        for k in rerun
+        if k.startswith("analysis/") and rerun[k][1] != after[k][1]
+    }
     assert changed == {2, 3}
     np.testing.assert_array_equal(store_arrays(exp.store_url, 12)["analysis"], complete["analysis"])
 
@@ -182,7 +189,9 @@ def test_gate_fallback_carries_the_background(prefect_api, tmp_path):
     s = storage.CycleStore.open(exp.store_url)
     table = s.status_table()
     assert table["status"].iloc[5] == "degraded"
-    assert "gate:" in table["status_reason"].iloc[5] and "fallback" in table["status_reason"].iloc[5]
+    assert (
+        "gate:" in table["status_reason"].iloc[5] and "fallback" in table["status_reason"].iloc[5]
+    )
     assert table["gate_verdict"].iloc[5] == 0
     c5, c6 = s.read_cycle(exp.axis.point(5)), s.read_cycle(exp.axis.point(6))
     np.testing.assert_array_equal(c5["analysis"], c5["background"])  # the analysis was not used
@@ -203,9 +212,10 @@ def test_gate_halt_stops_the_run_in_block_mode_too(prefect_api, tmp_path):
     # a second run halts at the same cycle: nothing after it runs on a rejected analysis
     with pytest.raises(tasks.CycleHalted):
         _flows.cycling_flow(str(cfg), end="20260103T1800Z")
-    assert list(storage.CycleStore.open(exp.store_url).status_table()["status"].iloc[6:12]) == [
-        "empty"
-    ] * 6
+    assert (
+        list(storage.CycleStore.open(exp.store_url).status_table()["status"].iloc[6:12])
+        == ["empty"] * 6
+    )
 
 
 def test_a_window_without_observations_is_forecast_only(prefect_api, tmp_path):
