@@ -211,6 +211,7 @@ def _build(path: str) -> Experiment:
         method.obs_cov,
         chi2_dof_bounds=tuple(cfg.gates.chi2_dof),
         increment_sigma=cfg.gates.increment_sigma,
+        increment_at="all" if cfg.method.name in ("oi", "3dvar") else "start",
     )
     check = vc.BackgroundCheck(
         H, obs_cfg.error_std, obs_cfg.qc.background_std, obs_cfg.qc.gross_error_k

@@ -28,20 +28,35 @@ def test_every_method_and_model_is_shipped():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_config_reaches_its_stated_rmse(path):
-    """In the pure-JAX cycling loop, on the config's own OSSE (the pipeline adds I/O and
-    orchestration around the same numerics)."""
-    cfg = configs.load_config(path)
+    """With the pipeline's numerics (the same background check, method and gate, in the
+    pure-JAX loop the block task runs; cycle by cycle gives the same bits), on the config's
+    own OSSE."""
+    exp = tasks.experiment(path)
+    cfg = exp.cfg
     n = cfg.expected.spinup_cycles + cfg.expected.cycles
-    model = tasks.build_model(cfg.model)
-    H = tasks.build_obs_operator(cfg, model)
-    method = tasks.build_method(cfg, model, H, seed=1)
     problem = tasks.osse_problem(cfg, n, seed=0)
     W = cfg.cycling.window_steps
-    out = eqx.filter_jit(vc.run_cycles)(model, method, problem.first_background, problem.obs, n, W)
-    scores = vc.cycle_scores(out, problem.truth, W, spinup=cfg.expected.spinup_cycles)
+    out = eqx.filter_jit(vc.run_cycles)(
+        exp.model,
+        exp.method,
+        problem.first_background,
+        problem.obs,
+        n,
+        W,
+        gate=exp.gate,
+        check=exp.check,
+    )
+    accepted = vc.CycleOutput(
+        background=out.background,
+        analysis=eqx.tree_at(lambda a: a.trajectory, out.analysis, out.accepted),
+    )
+    scores = vc.cycle_scores(accepted, problem.truth, W, spinup=cfg.expected.spinup_cycles)
     rmse_a, rmse_b = float(scores["analysis"]), float(scores["background"])
+    passed = float(out.gate.passed.mean())
+    print(f"{path.stem}: analysis {rmse_a:.4f}, background {rmse_b:.4f}, gate passed {passed:.3f}")
     assert rmse_a <= cfg.expected.analysis_rmse
     assert rmse_a < rmse_b
+    assert passed >= 0.99  # a sound configuration is rarely stopped by its own gate
 
 
 def _write(tmp_path, text):

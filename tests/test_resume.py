@@ -1,0 +1,101 @@
+"""Resume after a crash: the CLI run SIGKILLed at a random moment, then the same command
+again, leaves a store equal, bit for bit, to an uninterrupted run's."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _pipeline_helpers import ROOT, experiment_config, store_arrays
+
+import storage
+from flows import _flows
+
+N = 10
+END = "20260103T0600Z"  # cycle 9 of l63-3dvar (every 6 h)
+
+
+def _cli(*args) -> list[str]:
+    exe = Path(sys.executable).parent / "vardax-cycle"
+    if exe.exists():
+        return [str(exe), *args]
+    return [sys.executable, "-c", "from flows.cli import app; app()", *args]
+
+
+def _env(api_url: str) -> dict:
+    return os.environ | {"PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def _committed(url) -> int:
+    try:
+        return int(np.isin(storage.CycleStore.open(url).statuses(), storage.DONE).sum())
+    except (storage.StoreError, FileNotFoundError, KeyError, ValueError):
+        return 0  # not created yet
+
+
+def _experiment(tmp_path, name):
+    folder = tmp_path / name
+    folder.mkdir()
+    cfg = experiment_config(folder, "l63-3dvar", experiment="resume-l63")
+    _flows.simulate_flow(str(cfg), N, 0)  # the same OSSE (seed 0) in every folder
+    return cfg, folder / "store.zarr"
+
+
+@pytest.mark.slow
+def test_sigkilled_cli_run_resumes_to_the_uninterrupted_store(prefect_api, tmp_path):
+    env = _env(prefect_api)
+    cfg, reference = _experiment(tmp_path, "reference")
+    done = subprocess.run(
+        _cli("run", str(cfg), "--end", END), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = store_arrays(reference, N)
+    assert (expected["status"] == storage.STATUS.index("committed")).all()
+
+    rng = random.Random(20261122)
+    for trial, kill_after in enumerate((1, 4, 7)):
+        cfg, url = _experiment(tmp_path, f"killed-{kill_after}")
+        proc = subprocess.Popen(
+            _cli("run", str(cfg), "--end", END),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.time() + 240
+        while _committed(url) < kill_after:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() < deadline, "the run made no progress"
+            time.sleep(0.05)
+        if trial == 0:  # a second writer meanwhile is refused, naming the holder
+            second = subprocess.run(
+                _cli("run", str(cfg), "--end", END),
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert second.returncode == 3, second.stdout + second.stderr
+            assert "locked by another writer" in second.stdout
+        time.sleep(rng.uniform(0.0, 1.0))  # somewhere inside a cycle
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        assert _committed(url) < N, "the run finished before the kill"
+
+        again = subprocess.run(
+            _cli("run", str(cfg), "--end", END), cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "already done" in again.stdout
+        resumed = store_arrays(url, N)
+        assert resumed.keys() == expected.keys()
+        for name in expected:
+            if name != "obs_source":  # the folder's own file path; obs_hash compares content
+                np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
