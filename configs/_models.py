@@ -230,9 +230,20 @@ class CyclingConfig(_Config):
 
 
 class StoreConfig(_Config):
+    """`block`: cycles per growth step of the store (and per chunk of its per-cycle
+    scalars); `field_chunk`: cycles per chunk of its fields (1: one object per cycle; more
+    makes long block-mode backfills fast, see bench/RESULTS.md), a divisor of `block`."""
+
     url: str
     storage_options: dict[str, Any] = {}
     block: Annotated[int, Field(ge=1)] = 256
+    field_chunk: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _chunk_divides_block(self):
+        if self.block % self.field_chunk:
+            raise ValueError(f"field_chunk ({self.field_chunk}) must divide block ({self.block})")
+        return self
 
 
 class GateConfig(_Config):

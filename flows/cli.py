@@ -226,7 +226,6 @@ def demo(
     from flows._report import write_report
 
     exp = _load(config)
-    _server_note()
     _flows.simulate_flow(str(config), cycles, 0)
     first, last = _range(exp, None, None, cycles)
     out = _run_cycles(config, first, last)

@@ -3,7 +3,8 @@
 Layout on disk (all readable with plain `xarray.open_zarr(url)`):
 - coordinate `cycle` (datetime64, int64 seconds since 1970-01-01), `window_time` and
   `lead_time` (timedelta, seconds), the state dimensions and `obs`;
-- per-cycle fields (`background`, `analysis`, `forecast`, `obs_*`) chunked 1 per cycle;
+- per-cycle fields (`background`, `analysis`, `forecast`, `obs_*`) chunked 1 per cycle
+  (or `field_chunk` cycles per chunk, for stores filled by long block-mode backfills);
 - per-cycle scalars (diagnostics, lineage, `status`) chunked in blocks of `block` cycles,
   so that status queries read a few objects, not one per cycle.
 
@@ -121,9 +122,20 @@ class CycleStore:
         config_text: str = "",
         storage_options: dict | None = None,
         block: int = 256,
+        field_chunk: int = 1,
     ) -> "CycleStore":
         """Writes the store's template (metadata only, `block` empty cycles) and returns it
-        open for writing. Refuses to overwrite an existing store."""
+        open for writing. Refuses to overwrite an existing store.
+
+        `field_chunk > 1` chunks the per-cycle fields by `field_chunk` cycles instead of one:
+        far fewer objects for long block writes (backfills), where zarr's cost per chunk
+        dominates; a single-cycle write then rewrites its chunk (still one atomic put, by
+        the lock holder only). It must divide `block`.
+        """
+        if field_chunk < 1 or block % field_chunk:
+            raise StoreError(
+                f"field_chunk must be >= 1 and divide block ({block}), got {field_chunk}"
+            )
         store = open_zarr_store(url, storage_options)
         if zarr.core.sync.sync(store.exists("zarr.json")):
             raise StoreError(f"a store already exists at {url}: open it instead")
@@ -131,7 +143,7 @@ class CycleStore:
         lock = StoreLock(store, str(url))
         lock.acquire()
         try:
-            template = cls._template(layout, axis, block)
+            template = cls._template(layout, axis, block, field_chunk)
             template.attrs = {
                 "title": f"vardax-cycle store: {experiment}"
                 if experiment
@@ -142,6 +154,7 @@ class CycleStore:
                 "cycle_origin": iso(axis.origin),
                 "cycle_interval": iso_duration(axis.interval),
                 "cycle_block": block,
+                "cycle_field_chunk": field_chunk,
                 "experiment": experiment,
                 "config_text": config_text,
                 "config_hash": hashlib.sha256(config_text.encode()).hexdigest(),
@@ -149,7 +162,7 @@ class CycleStore:
                 "git_commit": _git_commit(),
                 "created_at": iso(pd.Timestamp.now(tz="UTC")),
             }
-            encoding = cls._encoding(layout, block)
+            encoding = cls._encoding(layout, block, field_chunk)
             template.to_zarr(
                 store, mode="a", compute=False, encoding=encoding, zarr_format=3, consolidated=False
             )
@@ -222,6 +235,7 @@ class CycleStore:
         config_text="",
         storage_options=None,
         block=256,
+        field_chunk=1,
     ):
         """The writer of the store at `url`, created if it does not exist yet."""
         store = open_zarr_store(url, storage_options)
@@ -249,6 +263,7 @@ class CycleStore:
             config_text=config_text,
             storage_options=storage_options,
             block=block,
+            field_chunk=field_chunk,
         )
 
     @staticmethod
@@ -274,10 +289,10 @@ class CycleStore:
     # --- template ---------------------------------------------------------------------
 
     @staticmethod
-    def _template(layout: StoreLayout, axis: CycleAxis, n: int) -> xr.Dataset:
+    def _template(layout: StoreLayout, axis: CycleAxis, n: int, field_chunk: int = 1) -> xr.Dataset:
         data_vars = {}
         for name, (dims, shape, dtype) in layout.variables().items():
-            chunks = (1, *shape) if shape else (n,)
+            chunks = (field_chunk, *shape) if shape else (n,)
             data_vars[name] = (
                 ("cycle", *dims),
                 da.full((n, *shape), _fill(dtype), dtype=dtype, chunks=chunks),
@@ -316,7 +331,7 @@ class CycleStore:
         return ds
 
     @staticmethod
-    def _encoding(layout: StoreLayout, block: int) -> dict:
+    def _encoding(layout: StoreLayout, block: int, field_chunk: int = 1) -> dict:
         enc = {
             "cycle": {"units": "seconds since 1970-01-01", "dtype": "int64", "chunks": (block,)},
             "window_time": {"units": "seconds", "dtype": "int64"},
@@ -325,7 +340,8 @@ class CycleStore:
         if layout.lead_offsets_s:
             enc["lead_time"] = {"units": "seconds", "dtype": "int64"}
         for name, (_, shape, dtype) in layout.variables().items():
-            enc[name] = {"chunks": (1, *shape) if shape else (block,), "fill_value": _fill(dtype)}
+            chunks = (field_chunk, *shape) if shape else (block,)
+            enc[name] = {"chunks": chunks, "fill_value": _fill(dtype)}
         return enc
 
     @staticmethod

@@ -276,6 +276,7 @@ def open_writer(exp: Experiment):
         config_text=exp.config_text,
         storage_options=exp.storage_options,
         block=exp.cfg.store.block,
+        field_chunk=exp.cfg.store.field_chunk,
     )
     _writers[exp.store_url] = store
     try:

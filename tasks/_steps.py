@@ -401,6 +401,13 @@ def persist(
 # --- block mode -------------------------------------------------------------------------
 
 
+def _padded_size(n: int, block: int) -> int:
+    """The smallest power of two ≥ `n` (at least 16), or `n` itself beyond `block`."""
+    if n > block:
+        return n
+    return max(16, 1 << (n - 1).bit_length())
+
+
 @task(name="cycle-block", task_run_name="block/{first}+{n_cycles}", **_TASK)
 def run_block(config: str, first: str, n_cycles: int, cold_start: bool = False) -> list[str]:
     """`n_cycles` consecutive cycles from `first` in one pure-JAX loop (`lax.scan`, the
@@ -418,7 +425,13 @@ def run_block(config: str, first: str, n_cycles: int, cold_start: bool = False) 
     # one row per model step: the first window's row 0, then rows 1…W of every window
     values = np.concatenate([obs[0].values[:1]] + [o.values[1:] for o in obs])
     mask = np.concatenate([obs[0].mask[:1]] + [o.mask[1:] for o in obs])
-    out, products = exp.run_block(x_start, values, mask, n_cycles)
+    # a short block is padded to a compiled size (powers of two up to `block_size`) with
+    # cycles without observations, so that the last block of a range does not recompile
+    size = _padded_size(n_cycles, exp.cfg.store.block)
+    pad = (size - n_cycles) * exp.window
+    values = np.concatenate([values, np.zeros((pad, values.shape[1]))])
+    mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
+    out, products = exp.run_block(x_start, values, mask, size)
     out = jax.block_until_ready(out)
     compute_s = time.perf_counter() - t0
     verdicts = []

@@ -56,3 +56,16 @@ def test_status_and_report(tmp_path):
     assert (tmp_path / "r" / "summary.md").exists() and (tmp_path / "r" / "rmse.png").exists()
     result = CliRunner().invoke(app, ["status", str(tmp_path / "missing.zarr")])
     assert result.exit_code == 2 and "no store at" in result.output
+
+
+def test_cycling_commands_name_a_bad_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: x\nmodel: {name: lorenz96, K: 2}\n")
+    for command in (
+        ["run", str(bad)],
+        ["simulate", str(bad)],
+        ["backfill", str(bad), "--start", "2026-01-01T00:00Z", "--end", "2026-01-02T00:00Z"],
+    ):
+        result = CliRunner().invoke(app, command, terminal_width=200)
+        assert result.exit_code == 2, result.output
+        assert "bad.yaml" in result.output and "model.K" in result.output

@@ -257,3 +257,29 @@ def test_memory_and_file_urls(tmp_path):
             reader.read_cycle(point(6))["forecast"], cycle_data(6)["forecast"]
         )
         assert reader.dataset().sizes["cycle"] == 8
+
+
+def test_fields_chunked_by_several_cycles(tmp_path):
+    """`field_chunk`: fewer objects for block writes; single-cycle writes and gaps still
+    behave (a cycle rewrite keeps its neighbours in the same chunk)."""
+    url = tmp_path / "chunked.zarr"
+    with pytest.raises(st.StoreError, match="field_chunk must be >= 1 and divide block"):
+        st.CycleStore.create(url, LAYOUT, ORIGIN, INTERVAL, block=8, field_chunk=3)
+    with st.CycleStore.create(url, LAYOUT, ORIGIN, INTERVAL, block=8, field_chunk=4) as s:
+        s.write_cycles(
+            point(0),
+            {k: np.stack([cycle_data(i)[k] for i in range(6)]) for k in cycle_data(0)},
+            "committed",
+        )
+        s.write_cycle(point(2), cycle_data(12), "degraded")  # a rewrite inside a chunk
+        s.write_cycle(point(9), cycle_data(9))  # growth
+    ds = xr.open_zarr(url)
+    assert ds.analysis.encoding["chunks"][0] == 4
+    np.testing.assert_array_equal(ds.analysis.values[1], cycle_data(1)["analysis"])
+    np.testing.assert_array_equal(ds.analysis.values[2], cycle_data(12)["analysis"])
+    np.testing.assert_array_equal(ds.analysis.values[3], cycle_data(3)["analysis"])
+    reader = st.CycleStore.open(url)
+    assert [str(x) for x in reader.status_table()["status"].iloc[:10]] == (
+        ["committed"] * 2 + ["degraded"] + ["committed"] * 3 + ["empty"] * 3 + ["committed"]
+    )
+    assert len(list((url / "analysis" / "c").iterdir())) == 3  # chunks 0–3, 4–7, 8–11
