@@ -57,8 +57,24 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_store(prefect_api, tmp_p
     expected = store_arrays(reference, N)
     assert (expected["status"] == storage.STATUS.index("committed")).all()
 
+    # a live writer holds the store: the CLI refuses it, naming the holder, and writes nothing
+    with storage.CycleStore.open(reference, mode="a"):
+        refused = subprocess.run(
+            _cli("backfill", str(cfg), "--start", "20260101T0000Z", "--end", END, "--rerun"),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    said = " ".join(refused.stdout.split())  # rich wraps lines
+    assert "locked by another writer" in said and f"pid {os.getpid()}" in said
+    unchanged = store_arrays(reference, N)
+    for name in expected:
+        np.testing.assert_array_equal(unchanged[name], expected[name], err_msg=name)
+
     rng = random.Random(20261122)
-    for trial, kill_after in enumerate((1, 4, 7)):
+    for kill_after in (1, 4, 7):
         cfg, url = _experiment(tmp_path, f"killed-{kill_after}")
         proc = subprocess.Popen(
             _cli("run", str(cfg), "--end", END),
@@ -73,16 +89,6 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_store(prefect_api, tmp_p
             assert proc.poll() is None, proc.stdout.read()
             assert time.time() < deadline, "the run made no progress"
             time.sleep(0.05)
-        if trial == 0:  # a second writer meanwhile is refused, naming the holder
-            second = subprocess.run(
-                _cli("run", str(cfg), "--end", END),
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            assert second.returncode == 3, second.stdout + second.stderr
-            assert "locked by another writer" in second.stdout
         time.sleep(rng.uniform(0.0, 1.0))  # somewhere inside a cycle
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
