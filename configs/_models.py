@@ -102,6 +102,11 @@ class ObservationsConfig(_Config):
 
     `source: synthetic` makes an OSSE (`simulate` writes the nature run and the files
     under the run folder); `source: file` reads `url` (CSV, Parquet, Zarr or NetCDF).
+
+    Late observations: with `cutoff` (a duration after the window end, wall clock), the
+    ingest step waits for a cycle's file until then, polling every `poll_seconds`, and reads
+    it once its size has not changed for `stable_seconds`; after the cut-off `late_policy`
+    applies: `forecast_only` (the cycle is degraded, the reason recorded) or `fail`.
     """
 
     source: Literal["synthetic", "file"]
@@ -113,6 +118,17 @@ class ObservationsConfig(_Config):
     error_std: Annotated[float, Field(gt=0)] = 1.0
     every_steps: Annotated[int, Field(ge=1)] = 1
     qc: QCConfig = QCConfig()
+    cutoff: str | None = None
+    poll_seconds: Annotated[float, Field(gt=0)] = 2.0
+    stable_seconds: Annotated[float, Field(ge=0)] = 1.0
+    late_policy: Literal["forecast_only", "fail"] = "forecast_only"
+
+    @field_validator("cutoff")
+    @classmethod
+    def _cutoff(cls, value):
+        if value is not None and not _DURATION.match(value):
+            raise ValueError(f"not an ISO 8601 duration: {value!r} (e.g. PT20M)")
+        return value
 
     @model_validator(mode="after")
     def _source(self):
@@ -264,6 +280,28 @@ class GateConfig(_Config):
         return self
 
 
+class OperationsConfig(_Config):
+    """Unattended cycling (`vardax-cycle serve`): a scheduled run processes every cycle that
+    is due (its window has ended) and not done. After an outage, `catch_up` says what to do
+    with the missed cycles: `all` (run them in order), `latest` (mark all but the newest
+    `skipped`), `max_lag` (mark those whose window ended more than `max_lag` ago `skipped`).
+    A cycle after skipped ones starts from the last analysis forecast across the gap
+    (`after_skip: carry`) or cold (`cold`). `cron` replaces the interval schedule."""
+
+    catch_up: Literal["all", "latest", "max_lag"] = "all"
+    max_lag: str | None = None
+    after_skip: Literal["carry", "cold"] = "carry"
+    cron: str | None = None
+
+    @model_validator(mode="after")
+    def _lag(self):
+        if self.max_lag is not None and not _DURATION.match(self.max_lag):
+            raise ValueError(f"max_lag: not an ISO 8601 duration: {self.max_lag!r}")
+        if self.catch_up == "max_lag" and self.max_lag is None:
+            raise ValueError("catch_up max_lag needs max_lag (an ISO 8601 duration, e.g. PT24H)")
+        return self
+
+
 class ExpectedConfig(_Config):
     """What the experiment states it reaches (checked by the tests)."""
 
@@ -281,6 +319,7 @@ class ExperimentConfig(_Config):
     cycling: CyclingConfig
     store: StoreConfig
     gates: GateConfig = GateConfig()
+    operations: OperationsConfig = OperationsConfig()
     expected: ExpectedConfig = ExpectedConfig()
 
     @field_validator("experiment")

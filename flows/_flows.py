@@ -135,6 +135,7 @@ def cycling_flow(
         )
         done = 0
         _tick(0, len(todo), "", "")
+        progress = _progress_artifact(exp, len(todo))
         with tags(*exp.tags):
             if block > 0:
                 for index, n in _segments(todo, block):
@@ -147,6 +148,7 @@ def cycling_flow(
                     done += n
                     last_id = storage.cycle_id(exp.axis.point(index + n - 1))
                     _tick(done, len(todo), last_id, statuses[-1])
+                    progress(done)
             else:
                 for index in todo:
                     cycle = storage.cycle_id(exp.axis.point(index))
@@ -154,9 +156,34 @@ def cycling_flow(
                     counts[status] = counts.get(status, 0) + 1
                     done += 1
                     _tick(done, len(todo), cycle, status)
+                    progress(done)
     wall = time.perf_counter() - t0
     log.info("%s: %s in %.1f s", exp.name, counts, wall)
     return {"statuses": counts, "cycles": len(todo), "already_done": skipped, "wall_s": wall}
+
+
+def _progress_artifact(exp, total: int):
+    """A progress artifact of the run in the Prefect UI; **returns** `update(done)`."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from tasks._steps import artifact_key
+
+    try:
+        artifact_id = create_progress_artifact(
+            0.0,
+            key=artifact_key(exp, "progress"),
+            description=f"{exp.name}: cycles of this run done ({total} to do)",
+        )
+    except Exception:  # the UI entry is not worth failing a run for
+        return lambda done: None
+
+    def update(done: int) -> None:
+        try:
+            update_progress_artifact(artifact_id, 100.0 * done / max(total, 1))
+        except Exception:
+            pass
+
+    return update
 
 
 # --- the OSSE ---------------------------------------------------------------------------

@@ -216,6 +216,77 @@ def backfill(
 
 
 @app.command()
+def serve(config: _Config) -> None:
+    """Serves a Prefect deployment of the scheduled cycling flow: one run per cycle point
+    (the config's interval from origin + interval, or `operations.cron`), each processing
+    every due cycle with the catch-up policy; one run at a time. Needs a running server
+    (`vardax-cycle server`) named by PREFECT_API_URL."""
+    from datetime import UTC, timedelta
+
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+    from prefect.schedules import Cron, Interval
+
+    from flows._operations import scheduled_flow
+
+    exp = _load(config)
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print(
+            "[red]serve needs a running Prefect server[/red] (schedules do not run on the "
+            "embedded one): start it with `vardax-cycle server` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+        raise typer.Exit(code=2)
+    first = exp.axis.origin + exp.axis.interval  # the first window ends here
+    schedule = (
+        Cron(exp.cfg.operations.cron, timezone="UTC")
+        if exp.cfg.operations.cron
+        else Interval(
+            timedelta(seconds=exp.axis.interval.total_seconds()),
+            anchor_date=first.to_pydatetime().replace(tzinfo=UTC),
+            timezone="UTC",
+        )
+    )
+    console.print(
+        f"serving {exp.name}: cycles every {exp.cfg.cycling.interval} from "
+        f"{storage_iso(first)} (catch-up {exp.cfg.operations.catch_up}); Ctrl-C stops"
+    )
+    scheduled_flow.serve(
+        name=exp.name,
+        schedules=[schedule],
+        parameters={"config": str(Path(config).resolve())},
+        tags=exp.tags,
+        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="ENQUEUE"),
+        description=f"{exp.cfg.description} — scheduled cycling into {exp.store_url}",
+    )
+
+
+def storage_iso(point) -> str:
+    import storage
+
+    return storage.iso(point)
+
+
+@app.command()
+def server(
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 4200,
+) -> None:
+    """Starts a real local Prefect server (SQLite, UI on the same port) bound to 127.0.0.1,
+    with the settings ENVIRONMENT.md asks for; runs until stopped."""
+    import shutil
+    import sys
+
+    exe = shutil.which("prefect") or str(Path(sys.executable).parent / "prefect")
+    console.print(
+        f"Prefect server on http://127.0.0.1:{port} — set PREFECT_API_URL=http://127.0.0.1:{port}/api"
+    )
+    os.execvpe(
+        exe,
+        [exe, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        os.environ | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+    )
+
+
+@app.command()
 def demo(
     config: _Config = Path("configs/l96-4dvar.yaml"),
     cycles: Annotated[int, typer.Option(min=1)] = 40,

@@ -19,6 +19,7 @@ from ._layout import StoreLayout as StoreLayout
 from ._lock import LockInfo as LockInfo
 from ._obs import COLUMNS as COLUMNS
 from ._obs import WindowObservations as WindowObservations
+from ._obs import file_size as file_size
 from ._obs import observation_table as observation_table
 from ._obs import quality_control as quality_control
 from ._obs import read_nature_run as read_nature_run

@@ -46,12 +46,15 @@ def iso_duration(td: pd.Timedelta) -> str:
 
 
 def cycle_id(point: pd.Timestamp) -> str:
-    """`2026-01-01T06:00Z` → `20260101T0600Z` (Cylc's compact form)."""
-    return parse_time(point).strftime("%Y%m%dT%H%MZ")
+    """`2026-01-01T06:00Z` → `20260101T0600Z` (Cylc's compact form; with seconds when a
+    point has them, `20260101T060005Z`)."""
+    p = parse_time(point)
+    return p.strftime("%Y%m%dT%H%M%SZ" if p.second else "%Y%m%dT%H%MZ")
 
 
 def iso(point: pd.Timestamp) -> str:
-    return parse_time(point).strftime("%Y-%m-%dT%H:%MZ")
+    p = parse_time(point)
+    return p.strftime("%Y-%m-%dT%H:%M:%SZ" if p.second else "%Y-%m-%dT%H:%MZ")
 
 
 @dataclass(frozen=True)

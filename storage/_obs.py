@@ -65,6 +65,18 @@ def _exists(url: str, storage_options: dict | None) -> bool:
     return fs.exists(path)
 
 
+def file_size(url, storage_options: dict | None = None) -> int | None:
+    """Size in bytes of a file (or the total of a Zarr directory) at a path or fsspec URL;
+    None when there is nothing there yet."""
+    fs, path = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+    try:
+        if fs.isdir(path):
+            return int(sum(fs.du(path, total=False).values()))
+        return int(fs.size(path))
+    except FileNotFoundError:
+        return None
+
+
 def read_observation_table(
     url, *, format: str | None = None, storage_options: dict | None = None
 ) -> pd.DataFrame:

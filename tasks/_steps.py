@@ -123,10 +123,55 @@ def _no_observations(exp: Experiment, source: str, reason: str) -> Observations:
     )
 
 
+def wait_for_file(exp: Experiment, url: str, point) -> str | None:
+    """Waits for an observation file until the cycle's cut-off (window end + `cutoff`, wall
+    clock; no waiting without one), polling; a file counts once its size is stable.
+    **Returns** None when it is there, else why not."""
+    import pandas as pd
+
+    o = exp.cfg.observations
+    options = o.storage_options or None
+    deadline = None
+    if o.cutoff:
+        window_end = exp.point(point) + exp.axis.interval
+        deadline = window_end + pd.Timedelta(o.cutoff)
+    log = None
+    while True:
+        size = storage.file_size(url, options)
+        if size is not None:
+            if o.stable_seconds == 0:
+                return None
+            time.sleep(o.stable_seconds)
+            if storage.file_size(url, options) == size:
+                return None
+            continue  # still being written
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        if deadline is None or now >= deadline:
+            by = f" by the cut-off {storage.iso(deadline)}" if deadline is not None else ""
+            return f"no observation file {url}{by}"
+        if log is None:
+            log = _logger()
+            log.info("waiting for %s until %s", url, storage.iso(deadline))
+        time.sleep(min(o.poll_seconds, max((deadline - now).total_seconds(), 0.01)))
+
+
+def _late(exp: Experiment, point, reason: str, url: str) -> Observations:
+    if exp.cfg.observations.late_policy == "fail":
+        raise storage.ObservationError(
+            f"{exp.name}, cycle {storage.cycle_id(exp.point(point))}: {reason} "
+            "(observations.late_policy: fail)"
+        )
+    return _no_observations(exp, url, reason)
+
+
 def read_observations(exp: Experiment, points) -> list[Observations]:
     """The observations of cycle points (one file read per distinct file)."""
     template = "{cycle_id}" in exp.obs_url
     if not template:
+        if exp.cfg.observations.cutoff and len(points) == 1:
+            reason = wait_for_file(exp, exp.obs_url, points[0])
+            if reason:
+                return [_late(exp, points[0], reason, exp.obs_url)]
         try:
             table = observation_table(exp, exp.obs_url)
         except storage.ObservationError as err:
@@ -143,13 +188,11 @@ def read_observations(exp: Experiment, points) -> list[Observations]:
     out = []
     for p in points:
         url = exp.obs_url_for(p)
-        try:
-            table = observation_table(exp, url)
-        except storage.ObservationError as err:
-            if "not found" not in str(err):
-                raise
-            out.append(_no_observations(exp, url, f"no observation file {url}"))
+        reason = wait_for_file(exp, url, p)
+        if reason:
+            out.append(_late(exp, p, reason, url))
             continue
+        table = observation_table(exp, url)
         raw = storage.select_window(
             table, p, exp.layout.window_offsets_s, exp.locations, source=url
         )
@@ -174,20 +217,38 @@ def ingest_obs(config: str, cycle: str) -> Observations:
 
 
 def start_state(exp: Experiment, store: storage.CycleStore, point, cold_start: bool):
-    """The state a cycle starts from: the end of the previous cycle's (accepted) analysis,
-    or a cold start for the first cycle (or with `cold_start`). **Returns** (state, source)."""
+    """The state a cycle starts from: the end of the previous cycle's (accepted) analysis;
+    after cycles skipped by the catch-up policy, the last analysis forecast across them
+    (`operations.after_skip: carry`) or a cold start (`cold`); a cold start for the first
+    cycle (or with `cold_start`). **Returns** (state, source)."""
     index = exp.axis.index(point)
     if index == 0 or cold_start:
         return exp.cold_start(), "cold start"
     previous = exp.axis.point(index - 1)
     status = store.status_of(previous)
-    if status not in ("committed", "degraded"):
-        raise storage.CycleError(
-            f"cycle {storage.cycle_id(point)} starts from the analysis of cycle "
-            f"{storage.cycle_id(previous)}, which is {status} in {exp.store_url}: run from an "
-            "earlier cycle (or start cold with --cold-start)"
+    if status in ("committed", "degraded"):
+        state = store.read_cycle(previous)["analysis"][-1]
+        return state, f"analysis of {storage.cycle_id(previous)}"
+    if status == "skipped":
+        codes = store.statuses()[:index]
+        whole = np.flatnonzero(
+            np.isin(codes, [storage.STATUS.index(s) for s in ("committed", "degraded")])
         )
-    return store.read_cycle(previous)["analysis"][-1], f"analysis of {storage.cycle_id(previous)}"
+        if exp.cfg.operations.after_skip == "cold" or len(whole) == 0:
+            return exp.cold_start(), "cold start after skipped cycles"
+        last = int(whole[-1])
+        gap = index - 1 - last
+        state = store.read_cycle(exp.axis.point(last))["analysis"][-1]
+        carried = exp.forecast(state, gap * exp.window)[-1]
+        return (
+            carried,
+            f"analysis of {storage.cycle_id(exp.axis.point(last))} carried over {gap} skipped cycles",
+        )
+    raise storage.CycleError(
+        f"cycle {storage.cycle_id(point)} starts from the analysis of cycle "
+        f"{storage.cycle_id(previous)}, which is {status} in {exp.store_url}: run from an "
+        "earlier cycle (or start cold with --cold-start)"
+    )
 
 
 @task(name="forecast-background", task_run_name="forecast-background/{cycle}", **_TASK)
@@ -395,7 +456,57 @@ def persist(
     )
     writer(exp).write_cycle(exp.point(cycle), data, verdict.status)
     _logger().info("%s: %s %s", cycle, verdict.status, verdict.reason)
+    cycle_artifacts(exp, cycle, data, verdict)
     return verdict.status
+
+
+def artifact_key(exp: Experiment, what: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) for the experiment."""
+    import re
+
+    return re.sub(r"[^a-z0-9-]+", "-", f"{exp.name}-{what}".lower()).strip("-")
+
+
+def cycle_artifacts(exp: Experiment, cycle: str, data: dict, verdict: Verdict) -> None:
+    """The cycle's diagnostics as a table artifact and its verdict as a markdown artifact,
+    on its flow run in the Prefect UI (keyed by experiment, so the UI keeps their history)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    names = (
+        "n_obs",
+        "innovation_mean",
+        "innovation_chi2_dof",
+        "increment_max_sigma",
+        "cost_before",
+        "cost_after",
+        "iterations",
+        "wall_time_forecast_s",
+        "wall_time_analysis_s",
+        "wall_time_cycle_s",
+    )
+    row = {"cycle": cycle, "status": verdict.status}
+    for name in names:
+        value = np.asarray(data.get(name, np.nan)).item()
+        row[name] = round(value, 6) if isinstance(value, float) else value
+    row["gate"] = storage.GATE_VERDICT[verdict.gate_code]
+    try:
+        create_table_artifact(
+            [row],
+            key=artifact_key(exp, "cycle-diagnostics"),
+            description=f"{exp.name} {cycle}: diagnostics of the cycle",
+        )
+        mark = {"committed": "✅", "degraded": "⚠️", "failed": "❌"}.get(verdict.status, "")
+        create_markdown_artifact(
+            f"## {exp.name} {cycle}: {mark} {verdict.status}\n\n"
+            + (f"**Reason:** {verdict.reason}\n\n" if verdict.reason else "")
+            + f"Method `{exp.cfg.method.name}`, {row['n_obs']} observations assimilated, "
+            f"innovation χ²/dof {row['innovation_chi2_dof']}, cost {row['cost_before']} → "
+            f"{row['cost_after']} in {row['iterations']} iterations; store `{exp.store_url}`.",
+            key=artifact_key(exp, "cycle-summary"),
+            description=f"{exp.name} {cycle}: verdict",
+        )
+    except Exception as err:  # never fail a persisted cycle for its UI entry
+        _logger().warning("%s: artifacts not created: %s", cycle, err)
 
 
 # --- block mode -------------------------------------------------------------------------
