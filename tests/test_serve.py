@@ -1,0 +1,136 @@
+"""A real Prefect server on loopback, `vardax-cycle serve` with a seconds-long interval:
+scheduled runs happen, are named, carry artifacts, and the store holds their cycles once."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from _pipeline_helpers import ROOT, experiment_config
+
+import storage
+import tasks
+from flows import _flows
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _exe(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """`prefect server start` (SQLite under tmp_path) on a free loopback port."""
+    port = _free_port()
+    env = os.environ | {
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [_exe("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 180
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+        assert time.time() < deadline, "prefect server did not start"
+        time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_served_deployment_runs_scheduled_cycles(prefect_server, prefect_api, tmp_path):
+    interval = 10
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None).floor(f"{interval}s")
+    origin = now - pd.Timedelta(seconds=2 * interval)  # two cycles are due at once
+    cfg = experiment_config(
+        tmp_path,
+        "l96-3dvar",
+        experiment="served",
+        cycling__origin=origin.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        cycling__interval=f"PT{interval}S",
+    )
+    exp = tasks.experiment(cfg)
+    _flows.simulate_flow(str(cfg), 40, 0)  # observations ahead of time (an OSSE)
+    env = os.environ | {
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen(
+        [_exe("vardax-cycle"), "serve", str(cfg)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = httpx.Client(base_url=prefect_server, timeout=10)
+    try:
+        deadline = time.time() + 150
+        while True:
+            runs = api.post("/flow_runs/filter", json={"limit": 200, "sort": "NAME_ASC"}).json()
+            scheduled = [
+                r
+                for r in runs
+                if r["name"].startswith("served/scheduled") and r["state_type"] == "COMPLETED"
+            ]
+            if len(scheduled) >= 3:
+                break
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.time() < deadline, (
+                "fewer than 3 scheduled runs completed; serve log:\n"
+                + (tmp_path / "serve.log").read_text()[-3000:]
+            )
+            time.sleep(2)
+    finally:
+        os.killpg(serve.pid, signal.SIGINT)
+        serve.wait(timeout=60)
+    runs = api.post("/flow_runs/filter", json={"limit": 200, "sort": "NAME_ASC"}).json()
+    deployments = api.post("/deployments/filter", json={"limit": 10}).json()
+    assert [d["name"] for d in deployments] == ["served"]
+    assert deployments[0]["global_concurrency_limit"]["limit"] == 1
+    cycle_runs = [r for r in runs if r["name"].startswith("served/2")]
+    done = [r for r in cycle_runs if r["state_type"] == "COMPLETED"]
+    assert len(done) >= 3
+    names = [r["name"] for r in done]
+    assert len(names) == len(set(names)), "a cycle ran twice"
+    assert all({"served", "3dvar"} <= set(r["tags"]) for r in done)
+    artifacts = api.post(
+        "/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["served-cycle-diagnostics"]}}, "limit": 200},
+    ).json()
+    assert {a["flow_run_id"] for a in artifacts} >= {r["id"] for r in done}
+    assert artifacts[0]["type"] == "table"
+    store = storage.CycleStore.open(exp.store_url)
+    committed = {storage.cycle_id(p) for p in store.committed_cycles()}
+    assert {n.split("/")[1] for n in names} <= committed
+    assert storage.cycle_id(exp.axis.point(0)) in committed
