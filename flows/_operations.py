@@ -31,6 +31,16 @@ def _scheduled_time() -> pd.Timestamp:
     return ts
 
 
+def _due_time() -> pd.Timestamp:
+    """What is due is judged as of `at`, else as of now (never earlier than the scheduled
+    time): a late run after an outage sees the whole backlog and applies the catch-up
+    policy to it once; the late runs queued behind it then find nothing left to do."""
+    if (flow_run.parameters or {}).get("at"):
+        return _scheduled_time()
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    return max(now, _scheduled_time())
+
+
 def latest_due(exp, now: pd.Timestamp) -> int:
     """Index of the newest cycle whose window has ended by `now` (-1: none yet)."""
     elapsed = (now - exp.axis.origin) / exp.axis.interval
@@ -62,7 +72,7 @@ def scheduled_flow(config: str, at: str | None = None) -> dict:
     `at`: the time to run as of (default: the run's scheduled time)."""
     exp = tasks.experiment(config)
     log = get_run_logger()
-    now = _scheduled_time()
+    now = _due_time()
     latest = latest_due(exp, now)
     if latest < 0:
         log.info("%s: no cycle is due at %s", exp.name, storage.iso(now))

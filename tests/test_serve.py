@@ -1,5 +1,6 @@
 """A real Prefect server on loopback, `vardax-cycle serve` with a seconds-long interval:
-scheduled runs happen, are named, carry artifacts, and the store holds their cycles once."""
+scheduled runs happen, are named, carry artifacts, and the store holds their cycles once;
+after an outage of the served deployment the catch-up policy (`latest`) skips the backlog."""
 
 import os
 import signal
@@ -69,13 +70,14 @@ def prefect_server(tmp_path):
 def test_served_deployment_runs_scheduled_cycles(prefect_server, prefect_api, tmp_path):
     interval = 10
     now = pd.Timestamp.now(tz="UTC").tz_localize(None).floor(f"{interval}s")
-    origin = now - pd.Timedelta(seconds=2 * interval)  # two cycles are due at once
+    origin = now - pd.Timedelta(seconds=interval)  # cycle 0 is due now
     cfg = experiment_config(
         tmp_path,
         "l96-3dvar",
         experiment="served",
         cycling__origin=origin.strftime("%Y-%m-%dT%H:%M:%SZ"),
         cycling__interval=f"PT{interval}S",
+        operations={"catch_up": "latest"},
     )
     exp = tasks.experiment(cfg)
     _flows.simulate_flow(str(cfg), 40, 0)  # observations ahead of time (an OSSE)
@@ -84,36 +86,52 @@ def test_served_deployment_runs_scheduled_cycles(prefect_server, prefect_api, tm
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-    log = open(tmp_path / "serve.log", "w")
-    serve = subprocess.Popen(
-        [_exe("vardax-cycle"), "serve", str(cfg)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     api = httpx.Client(base_url=prefect_server, timeout=10)
-    try:
+
+    def serve():
+        log = open(tmp_path / "serve.log", "a")
+        return subprocess.Popen(
+            [_exe("vardax-cycle"), "serve", str(cfg)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def completed_scheduled() -> list[dict]:
+        runs = api.post("/flow_runs/filter", json={"limit": 200, "sort": "NAME_ASC"}).json()
+        return [
+            r
+            for r in runs
+            if r["name"].startswith("served/scheduled") and r["state_type"] == "COMPLETED"
+        ]
+
+    def wait_for(n: int, proc) -> None:
         deadline = time.time() + 150
-        while True:
-            runs = api.post("/flow_runs/filter", json={"limit": 200, "sort": "NAME_ASC"}).json()
-            scheduled = [
-                r
-                for r in runs
-                if r["name"].startswith("served/scheduled") and r["state_type"] == "COMPLETED"
-            ]
-            if len(scheduled) >= 3:
-                break
-            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        while len(completed_scheduled()) < n:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             assert time.time() < deadline, (
-                "fewer than 3 scheduled runs completed; serve log:\n"
+                f"fewer than {n} scheduled runs completed; serve log:\n"
                 + (tmp_path / "serve.log").read_text()[-3000:]
             )
             time.sleep(2)
+
+    proc = serve()
+    try:
+        wait_for(3, proc)
     finally:
-        os.killpg(serve.pid, signal.SIGINT)
-        serve.wait(timeout=60)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    # an outage of several intervals, then the deployment is served again
+    before = len(completed_scheduled())
+    time.sleep(4 * interval)
+    proc = serve()
+    try:
+        wait_for(before + 1, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
     runs = api.post("/flow_runs/filter", json={"limit": 200, "sort": "NAME_ASC"}).json()
     deployments = api.post("/deployments/filter", json={"limit": 10}).json()
     assert [d["name"] for d in deployments] == ["served"]
@@ -131,6 +149,13 @@ def test_served_deployment_runs_scheduled_cycles(prefect_server, prefect_api, tm
     assert {a["flow_run_id"] for a in artifacts} >= {r["id"] for r in done}
     assert artifacts[0]["type"] == "table"
     store = storage.CycleStore.open(exp.store_url)
-    committed = {storage.cycle_id(p) for p in store.committed_cycles()}
-    assert {n.split("/")[1] for n in names} <= committed
-    assert storage.cycle_id(exp.axis.point(0)) in committed
+    table = store.status_table()
+    done = {storage.cycle_id(p) for p in store.committed_cycles()}
+    assert {n.split("/")[1] for n in names} <= done
+    # the outage's backlog was skipped by the policy, and no cycle is left behind
+    last = max(i for i, s in enumerate(table["status"]) if s != "empty")
+    statuses = [str(s) for s in table["status"].iloc[: last + 1]]
+    assert "empty" not in statuses and "failed" not in statuses
+    skipped = table[table["status"] == "skipped"]
+    assert len(skipped) >= 2, statuses
+    assert skipped["status_reason"].str.contains("catch-up policy latest").all()
