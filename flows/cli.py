@@ -282,7 +282,12 @@ def server(
     os.execvpe(
         exe,
         [exe, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        os.environ | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+        os.environ
+        | {
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # the UI asks this URL for the API; by default it names port 4200 whatever --port is
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        },
     )
 
 

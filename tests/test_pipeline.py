@@ -198,6 +198,21 @@ def test_gate_fallback_carries_the_background(prefect_api, tmp_path):
     np.testing.assert_array_equal(c6["background"][0], c5["background"][-1])
     ds = xr.open_zarr(exp.store_url).isel(cycle=slice(0, 12))
     assert np.isfinite(ds.analysis.values).all()
+    # the Prefect UI shows the cycle as Degraded, with the reason as the state message
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=["gate-fallback/20260102T0600Z"])
+            ),
+            sort=FlowRunSort.NAME_ASC,
+            limit=5,
+        )
+    assert run.state.name == "Degraded" and run.state.is_completed()
+    assert "gate:" in run.state.message
     assert window_end_rmse(exp.store_url, exp.truth_url, 12, spinup=6) < 1.5
 
 
