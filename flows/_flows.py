@@ -162,6 +162,8 @@ def cycling_flow(
                     progress(done)
     wall = time.perf_counter() - t0
     log.info("%s: %s in %.1f s", exp.name, counts, wall)
+    if todo:
+        run_artifact(exp, todo[0], todo[-1], counts, wall)
     return {"statuses": counts, "cycles": len(todo), "already_done": skipped, "wall_s": wall}
 
 
@@ -187,6 +189,33 @@ def _progress_artifact(exp, total: int):
             pass
 
     return update
+
+
+def run_artifact(exp, first: int, last: int, counts: dict, wall: float) -> None:
+    """The run's summary in the Prefect UI: counts, wall time, and a figure of its cycles'
+    innovation χ²/dof and increments (a PNG inside the markdown)."""
+    import base64
+
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks._steps import artifact_key
+
+    from ._report import run_figure_png
+
+    try:
+        png = base64.b64encode(run_figure_png(exp.store_url, first, last)).decode()
+        text = (
+            f"## {exp.name}: cycles {storage.cycle_id(exp.axis.point(first))} … "
+            f"{storage.cycle_id(exp.axis.point(last))}\n\n"
+            + ", ".join(f"**{k}** {v}" for k, v in sorted(counts.items()))
+            + f" in {wall:.1f} s; store `{exp.store_url}`.\n\n"
+            + f"![cycles](data:image/png;base64,{png})\n"
+        )
+        create_markdown_artifact(
+            text, key=artifact_key(exp, "run-summary"), description=f"{exp.name}: this run"
+        )
+    except Exception as err:  # the UI entry is not worth failing a run for
+        get_run_logger().warning("%s: run artifact not created: %s", exp.name, err)
 
 
 # --- the OSSE ---------------------------------------------------------------------------

@@ -160,3 +160,29 @@ def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) ->
     ]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return out / "summary.md"
+
+
+def run_figure_png(store_url, first: int, last: int, storage_options=None) -> bytes:
+    """A small PNG of cycles `first…last` of a store: innovation χ²/dof and the largest
+    increment per cycle, statuses coloured (for the Prefect UI's run artifact)."""
+    import io
+
+    store = storage.CycleStore.open(store_url, storage_options=storage_options)
+    table = store.status_table().iloc[first : last + 1]
+    colours = {"committed": "C2", "degraded": "C1", "failed": "C3", "skipped": "C7"}
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 3.6), sharex=True)
+    for status, rows in table.groupby("status", observed=True):
+        c = colours.get(str(status), "k")
+        ax1.plot(rows.index, rows["innovation_chi2_dof"], "o", ms=3, color=c, label=str(status))
+        ax2.plot(rows.index, rows["increment_max_sigma"], "o", ms=3, color=c)
+    ax1.axhline(1.0, color="k", lw=0.6)
+    ax1.set_ylabel("χ²/dof")
+    ax2.set_ylabel("max |δx|/σ_b")
+    ax1.legend(loc="upper right", fontsize=7)
+    ax1.set_title(f"{store.attrs.get('experiment', '')}: cycles of this run", fontsize=9)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()

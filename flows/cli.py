@@ -111,8 +111,10 @@ def _run_cycles(config: Path, start, end, *, rerun=False, block=0, cold_start=Fa
         progress.update(bar, completed=done, total=total, last=f"{cycle} {status}")
 
     _flows.set_progress(tick)
+    from prefect import tags
+
     try:
-        with progress:
+        with progress, tags(*exp.tags):
             return _flows.cycling_flow(
                 str(config),
                 start=start,
