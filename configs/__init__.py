@@ -2,6 +2,7 @@
 
 from ._load import ConfigError as ConfigError
 from ._load import canonical_text as canonical_text
+from ._load import identity_text as identity_text
 from ._load import load_config as load_config
 from ._load import parse_config as parse_config
 from ._models import CovarianceConfig as CovarianceConfig

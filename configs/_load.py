@@ -68,3 +68,23 @@ def canonical_text(config: ExperimentConfig) -> str:
     """The config as canonical YAML (sorted keys, defaults filled): what a store's lineage
     records and hashes, so comments and key order do not change the hash."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)
+
+
+# What a store's results depend on. Operational settings (gates, catch-up, cut-offs, where
+# files live, growth blocks) may change between runs of one store; these may not.
+_IDENTITY = {
+    "experiment": True,
+    "model": True,
+    "method": True,
+    "cycling": True,
+    "observations": {"source", "locations", "operator", "error_std", "every_steps", "qc"},
+}
+
+
+def identity_text(config: ExperimentConfig) -> str:
+    """The part of a config that a store's contents depend on (model, observation layout and
+    QC, method, cycling), as canonical YAML without defaults: a store records and checks
+    it, so an operational change (gate policy, catch-up, cut-off, paths) or a new setting
+    with a default does not orphan the store, while a change to the science is refused."""
+    data = config.model_dump(mode="json", include=_IDENTITY, exclude_defaults=True)
+    return yaml.safe_dump(data, sort_keys=True)

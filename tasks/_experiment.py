@@ -226,7 +226,7 @@ def _build(path: str) -> Experiment:
     return Experiment(
         config_path=str(path),
         cfg=cfg,
-        config_text=configs.canonical_text(cfg),
+        config_text=configs.identity_text(cfg),
         model=model,
         obs_operator=H,
         method=method,

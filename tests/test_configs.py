@@ -149,3 +149,25 @@ def test_canonical_text_ignores_comments_and_key_order(tmp_path):
     assert configs.canonical_text(a) == configs.canonical_text(b)
     with pytest.raises(Exception, match="frozen"):
         a.experiment = "other"
+
+
+def test_store_identity_ignores_operational_settings():
+    """A store checks `identity_text`: operational changes keep it, science changes do not."""
+    import yaml
+
+    base = yaml.safe_load(BASE)
+    ident = configs.identity_text(configs.parse_config(base))
+    ops = base | {
+        "gates": {"policy": "halt", "chi2_dof": [0.0, 50.0]},
+        "operations": {"catch_up": "latest"},
+        "observations": base["observations"] | {"cutoff": "PT20M", "late_policy": "fail"},
+        "store": {"url": "elsewhere.zarr", "block": 64},
+        "description": "changed",
+    }
+    assert configs.identity_text(configs.parse_config(ops)) == ident
+    for science in (
+        base | {"method": base["method"] | {"max_steps": 100}},
+        base | {"observations": base["observations"] | {"error_std": 0.5}},
+        base | {"cycling": base["cycling"] | {"window_steps": 2}},
+    ):
+        assert configs.identity_text(configs.parse_config(science)) != ident
