@@ -377,7 +377,7 @@ def status(
             f"{name} {int(counts.get(name, 0))}" for name in storage.STATUS if counts.get(name, 0)
         )
     )
-    for col in ("cycle", "status", "cost_after", "iterations", "innovation_chi2_dof"):
+    for col in ("cycle", "status", "cost_after", "iterations", "innovation_chi2_dof", "reason"):
         out.add_column(col)
     colour = {"committed": "green", "degraded": "yellow", "failed": "red", "skipped": "blue"}
     for _, row in shown.iterrows():
@@ -388,6 +388,7 @@ def status(
             f"{row['cost_after']:.4g}",
             str(row["iterations"]),
             f"{row['innovation_chi2_dof']:.3g}",
+            str(row.get("status_reason", "")),
         )
     console.print(out)
     nxt = s.first_not_committed(s.axis.point(0), s.axis.point(max(s.n_slots - 1, 0)))
