@@ -31,6 +31,7 @@ import storage
 import tasks
 import vardax_core as vc
 from flows import _flows
+from flows._report import store_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,11 +99,7 @@ def backfill(folder: Path, cycles: int, repeats: int) -> dict:
         per_cycle = table["wall_time_cycle_s"].to_numpy()[:cycles]
         steady.append(float(np.median(per_cycle)))
         statuses = out["statuses"]
-    ds = storage.CycleStore.open(exp.store_url).dataset().isel(cycle=slice(200, cycles))
-    truth_da = storage.read_nature_run(exp.truth_url)
-    ends = ds.cycle.values + ds.window_time.values[-1]
-    err = ds.analysis.isel(window_time=-1).values - truth_da.sel(time=ends).values
-    rmse = float(np.mean(np.sqrt(np.mean(err**2, axis=-1))))
+    rmse = store_scores(exp.store_url, exp.truth_url, 200, cycles)["analysis"]
     return {
         "wall": median(walls),
         "walls": walls,

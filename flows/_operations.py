@@ -56,8 +56,9 @@ def catch_up(exp, todo: list[int], now: pd.Timestamp) -> tuple[list[int], list[i
         return todo[-1:], todo[:-1], "catch-up policy latest: skipped for the newest cycle"
     lag = pd.Timedelta(ops.max_lag)
     ends = [exp.axis.point(i) + exp.axis.interval for i in todo]
-    run = [i for i, end in zip(todo, ends, strict=True) if now - end <= lag]
-    skip = [i for i in todo if i not in run]
+    recent = [now - end <= lag for end in ends]
+    run = [i for i, ok in zip(todo, recent, strict=True) if ok]
+    skip = [i for i, ok in zip(todo, recent, strict=True) if not ok]
     return run, skip, f"catch-up policy max_lag {ops.max_lag}: its window ended too long ago"
 
 

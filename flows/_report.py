@@ -22,6 +22,24 @@ def _truth_at(truth: xr.DataArray | None, ds: xr.Dataset, window_index: int) -> 
     return truth.reindex(time=times).values
 
 
+def window_end_rmse(ds: xr.Dataset, truth: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cycle of `ds`, the RMSE against `truth` of the analysis and of the background at
+    the window end (NaN where the truth is unknown)."""
+    truth_end = _truth_at(truth, ds, -1)
+    return tuple(
+        np.sqrt(np.nanmean((ds[name].isel(window_time=-1).values - truth_end) ** 2, axis=-1))
+        for name in ("analysis", "background")
+    )
+
+
+def store_scores(store_url, truth_url, start: int = 0, stop: int | None = None) -> dict:
+    """Time-mean window-end RMSE (`"analysis"`, `"background"`) of cycles `start:stop` of a
+    store against an OSSE nature run: what `vardax_core.cycle_scores` gives in memory."""
+    ds = xr.open_zarr(str(store_url)).isel(cycle=slice(start, stop))
+    rmse_a, rmse_b = window_end_rmse(ds, storage.read_nature_run(truth_url))
+    return {"analysis": float(np.mean(rmse_a)), "background": float(np.mean(rmse_b))}
+
+
 def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) -> Path:
     """Writes `rmse.png`, `hovmoller.png`, `innovations.png` and `summary.md` into `out_dir`.
 
@@ -37,7 +55,6 @@ def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) ->
     experiment = store.attrs.get("experiment") or Path(str(store_url)).stem
     used = np.flatnonzero((table["status"] != "empty").to_numpy())
     table = table.iloc[: used[-1] + 1 if len(used) else 0]  # not the unused slots at the end
-    done = done[: len(table)]
     counts = table["status"].value_counts().reindex(list(storage.STATUS), fill_value=0)
 
     lines = [
@@ -72,8 +89,7 @@ def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) ->
 
     fig, ax = plt.subplots(figsize=(10, 3.6))
     if truth_end is not None:
-        rmse_b = np.sqrt(np.nanmean((background - truth_end) ** 2, axis=-1))
-        rmse_a = np.sqrt(np.nanmean((analysis - truth_end) ** 2, axis=-1))
+        rmse_a, rmse_b = window_end_rmse(ds, truth)
         ax.plot(
             cycles, rmse_b, color="C1", lw=1, label=f"background (mean {np.nanmean(rmse_b):.3f})"
         )

@@ -228,6 +228,7 @@ def serve(config: _Config) -> None:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
     from prefect.schedules import Cron, Interval
 
+    import storage
     from flows._operations import scheduled_flow
 
     exp = _load(config)
@@ -250,7 +251,7 @@ def serve(config: _Config) -> None:
     )
     console.print(
         f"serving {exp.name}: cycles every {exp.cfg.cycling.interval} from "
-        f"{storage_iso(first)} (catch-up {exp.cfg.operations.catch_up}); Ctrl-C stops"
+        f"{storage.iso(first)} (catch-up {exp.cfg.operations.catch_up}); Ctrl-C stops"
     )
     scheduled_flow.serve(
         name=exp.name,
@@ -260,12 +261,6 @@ def serve(config: _Config) -> None:
         global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="ENQUEUE"),
         description=f"{exp.cfg.description} — scheduled cycling into {exp.store_url}",
     )
-
-
-def storage_iso(point) -> str:
-    import storage
-
-    return storage.iso(point)
 
 
 @app.command()

@@ -17,9 +17,7 @@ variables along one dimension, or `value` and `error_std` on a `(time, location)
 NaN where nothing was observed.
 """
 
-import contextlib
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import xarray as xr
 from ._cycles import iso, parse_time
 from ._errors import ObservationError
 from ._layout import QC
-from ._store import content_hash
+from ._store import content_hash, quiet_consolidation
 
 COLUMNS = ("time", "location", "value", "error_std")
 FORMATS = {
@@ -290,15 +288,6 @@ def quality_control(
 # --- the OSSE writer -------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_consolidation():
-    """Consolidated metadata (so plain `xarray.open_zarr` opens without a warning), without
-    zarr's note that consolidation is not yet in the v3 spec."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        yield
-
-
 _TIME_ENCODING = {"time": {"units": "seconds since 1970-01-01", "dtype": "int64"}}
 
 
@@ -323,7 +312,7 @@ def write_observation_table(
     ds = xr.Dataset({c: ("row", table[c].to_numpy()) for c in ("location", "value", "error_std")})
     ds["time"] = ("row", times.to_numpy())
     if fmt == "zarr":
-        with _quiet_consolidation():
+        with quiet_consolidation():
             ds.to_zarr(
                 url,
                 mode="w",
@@ -369,7 +358,7 @@ def write_nature_run(
     if first_guess is not None:
         ds["first_guess"] = ((dim,), np.asarray(first_guess))
         ds["first_guess"].attrs = {"long_name": "first guess of the first cycle (truth + noise)"}
-    with _quiet_consolidation():
+    with quiet_consolidation():
         ds.to_zarr(
             str(url),
             mode="w",

@@ -17,6 +17,7 @@ growth is repaired the next time the store is opened for writing.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import subprocess
 import warnings
@@ -521,13 +522,20 @@ class CycleStore:
         idx = np.flatnonzero(np.isin(self.statuses(), DONE))
         return [self.axis.point(i) for i in idx]
 
-    def first_not_committed(self, start, end) -> pd.Timestamp | None:
-        """The first cycle point in `start … end` (both included) still to be run, or None."""
+    def not_done(self, start, end) -> np.ndarray:
+        """Indices of the cycles in `start … end` (both included) still to be run: not
+        `committed`, `degraded` or `skipped` (slots beyond the store's end are empty)."""
         lo, hi = self.axis.index(start), self.axis.index(end) + 1
+        if hi <= lo:
+            raise CycleError(f"the end {cycle_id(end)} is before the start {cycle_id(start)}")
         codes = self.statuses()[lo:hi]
         codes = np.concatenate([codes, np.zeros(max(0, hi - lo - len(codes)), dtype="int8")])
-        todo = np.flatnonzero(~np.isin(codes, DONE))
-        return None if len(todo) == 0 else self.axis.point(lo + int(todo[0]))
+        return lo + np.flatnonzero(~np.isin(codes, DONE))
+
+    def first_not_committed(self, start, end) -> pd.Timestamp | None:
+        """The first cycle point in `start … end` (both included) still to be run, or None."""
+        todo = self.not_done(start, end)
+        return None if len(todo) == 0 else self.axis.point(int(todo[0]))
 
     def last_committed(self) -> pd.Timestamp | None:
         idx = np.flatnonzero(np.isin(self.statuses(), DONE))
@@ -553,11 +561,18 @@ class CycleStore:
         return xr.open_zarr(self._store, zarr_format=3)
 
 
-def _consolidate(store) -> None:
-    """Consolidated metadata, so `xarray.open_zarr(url)` opens in one read, without warning.
-    (zarr warns that consolidation is not yet in the v3 spec; xarray and zarr-python read it.)"""
+@contextlib.contextmanager
+def quiet_consolidation():
+    """Writing consolidated metadata (so `xarray.open_zarr(url)` opens in one read, without
+    a warning) without zarr's note that consolidation is not yet in the v3 spec; xarray and
+    zarr-python read it."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
+
+
+def _consolidate(store) -> None:
+    with quiet_consolidation():
         zarr.consolidate_metadata(store, zarr_format=3)
 
 

@@ -170,11 +170,7 @@ def _judge(gate, background, analysis, values, mask):
     return report, vc.accepted_trajectory(background, analysis, obs, report)
 
 
-@eqx.filter_jit
-def _product(model, x_end, leads):
-    if not leads:
-        return jnp.zeros((0, x_end.shape[-1]), x_end.dtype)
-    return model.rollout(x_end, max(leads))[jnp.array(leads)]
+_product = eqx.filter_jit(vc.lead_forecasts)
 
 
 @eqx.filter_jit
@@ -182,7 +178,7 @@ def _block(model, method, gate, check, x_start, values, mask, n_cycles, window, 
     out = vc.run_cycles(
         model, method, x_start, vc.ObsWindow(values, mask), n_cycles, window, gate=gate, check=check
     )
-    products = jax.vmap(lambda x: _product(model, x, leads))(out.accepted[:, -1])
+    products = jax.vmap(lambda x: vc.lead_forecasts(model, x, leads))(out.accepted[:, -1])
     return out, products
 
 

@@ -36,7 +36,9 @@ from ._experiment import Experiment, experiment, observation_table, writer
 _TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 PASS = storage.QC.index("pass")
 GROSS = storage.QC.index("gross_error")
-GATE_FAILED, GATE_PASSED, GATE_NOT_RUN = range(3)
+GATE_FAILED, GATE_PASSED, GATE_NOT_RUN = (
+    storage.GATE_VERDICT.index(v) for v in ("failed", "passed", "not_run")
+)
 
 
 class CycleHalted(RuntimeError):
@@ -106,7 +108,10 @@ def window_observations(exp: Experiment, raw: storage.WindowObservations) -> Obs
     )
     mask = flags == PASS
     mask[0] = False
-    return Observations(raw.values, raw.error_std, mask, flags, raw.source, raw.content_hash)
+    reason = "" if mask.any() else f"no observations in the window in {raw.source}"
+    return Observations(
+        raw.values, raw.error_std, mask, flags, raw.source, raw.content_hash, reason
+    )
 
 
 def _no_observations(exp: Experiment, source: str, reason: str) -> Observations:
@@ -205,8 +210,6 @@ def ingest_obs(config: str, cycle: str) -> Observations:
     """Step 1: the window's observations from the configured source, statically QC'd."""
     exp = experiment(config)
     obs = read_observations(exp, [exp.point(cycle)])[0]
-    if obs.n_obs == 0 and not obs.reason:
-        obs.reason = f"no observations in the window of {cycle} in {obs.source}"
     _logger().info(
         "%s: %d observations assimilable (%s)", cycle, obs.n_obs, obs.reason or obs.source
     )
@@ -297,10 +300,14 @@ def result_name(result) -> str:
 # --- 4. gate --------------------------------------------------------------------------
 
 
-def verdict_of(exp: Experiment, report: dict, n_obs: int) -> tuple[str, str, int]:
-    """(status, reason, gate code) of one cycle from its gate report."""
+def verdict_of(
+    exp: Experiment, report: dict, n_obs: int, no_obs_reason: str = ""
+) -> tuple[str, str, int]:
+    """(status, reason, gate code) of one cycle from its gate report; a cycle with no
+    observations assimilated is forecast-only (`no_obs_reason`: why, when known)."""
     if n_obs == 0:
-        return "degraded", "forecast-only: no observations to assimilate", GATE_NOT_RUN
+        why = no_obs_reason or "no observations to assimilate"
+        return "degraded", f"forecast-only: {why}", GATE_NOT_RUN
     if report["passed"]:
         return "committed", "", GATE_PASSED
     problems = []
@@ -320,8 +327,15 @@ def verdict_of(exp: Experiment, report: dict, n_obs: int) -> tuple[str, str, int
     return "degraded", f"gate: {what}; carried the background (policy fallback)", GATE_FAILED
 
 
+def _pick(array, i=None):
+    """One cycle's value of a (possibly batched over cycles) result field."""
+    return np.asarray(array) if i is None else np.asarray(array)[i]
+
+
 def _report_dict(report: vc.GateReport, i=None) -> dict:
-    pick = (lambda a: np.asarray(a)) if i is None else (lambda a: np.asarray(a)[i])
+    def pick(a):
+        return _pick(a, i)
+
     return {
         "passed": bool(pick(report.passed)),
         "finite": bool(pick(report.finite)),
@@ -340,8 +354,7 @@ def gate(
     cycle hands on (the analysis, or the background under `fallback`)."""
     exp = experiment(config)
     if analysed.analysis is None:
-        status, _, code = verdict_of(exp, {}, 0)
-        reason = f"forecast-only: {obs.reason or 'no observations to assimilate'}"
+        status, reason, code = verdict_of(exp, {}, 0, obs.reason)
         _logger().warning("%s: %s", cycle, reason)
         return Verdict(status, reason, background.trajectory, code)
     report, accepted = exp.judge(
@@ -417,7 +430,10 @@ def cycle_record(
 def analysis_fields(analysis: vc.Analysis | None, i=None) -> dict:
     if analysis is None:
         return {"result_code": -1, "iterations": 0}
-    pick = (lambda a: np.asarray(a)) if i is None else (lambda a: np.asarray(a)[i])
+
+    def pick(a):
+        return _pick(a, i)
+
     return {
         "cost_before": float(pick(analysis.cost_before)),
         "cost_after": float(pick(analysis.cost_after)),
@@ -548,7 +564,7 @@ def run_block(config: str, first: str, n_cycles: int, cold_start: bool = False) 
     verdicts = []
     for c in range(n_cycles):
         rep = _report_dict(out.gate, c)
-        status, reason, code = verdict_of(exp, rep, rep["n_obs"])
+        status, reason, code = verdict_of(exp, rep, rep["n_obs"], obs[c].reason)
         verdicts.append(Verdict(status, reason, None, code, rep))
     halt_at = next((c for c, v in enumerate(verdicts) if v.status == "failed"), None)
     n_write = n_cycles if halt_at is None else halt_at + 1
@@ -569,8 +585,6 @@ def run_block(config: str, first: str, n_cycles: int, cold_start: bool = False) 
             "wall_time_analysis_s": np.nan,
             "wall_time_cycle_s": per_cycle,
         }
-        if obs[c].n_obs == 0 and obs[c].reason:
-            v.reason = f"forecast-only: {obs[c].reason}"
         records.append(
             cycle_record(
                 obs[c], background[c], accepted[c], products[c], fields, v, used[c], timings

@@ -37,10 +37,7 @@ def store_arrays(url, n_cycles: int) -> dict[str, np.ndarray]:
 
 
 def window_end_rmse(store_url, truth_url, n_cycles: int, spinup: int = 0) -> float:
-    """Time-mean analysis RMSE at the window ends, read with plain xarray."""
-    ds = xr.open_zarr(str(store_url)).isel(cycle=slice(spinup, n_cycles))
-    truth = xr.open_zarr(str(truth_url))["truth"]
-    ends = ds.cycle.values + ds.window_time.values[-1]
-    t = truth.sel(time=ends).values
-    a = ds.analysis.isel(window_time=-1).values
-    return float(np.mean(np.sqrt(np.mean((a - t) ** 2, axis=-1))))
+    """Time-mean analysis RMSE at the window ends of cycles `spinup:n_cycles` of a store."""
+    from flows._report import store_scores
+
+    return store_scores(store_url, truth_url, spinup, n_cycles)["analysis"]

@@ -2,12 +2,10 @@
 
 from pathlib import Path
 
-import equinox as eqx
 import pytest
 
 import configs
-import tasks
-import vardax_core as vc
+from flows._flows import reference_scores
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -31,27 +29,10 @@ def test_shipped_config_reaches_its_stated_rmse(path):
     """With the pipeline's numerics (the same background check, method and gate, in the
     pure-JAX loop the block task runs; cycle by cycle gives the same bits), on the config's
     own OSSE."""
-    exp = tasks.experiment(path)
-    cfg = exp.cfg
-    n = cfg.expected.spinup_cycles + cfg.expected.cycles
-    problem = tasks.osse_problem(cfg, n, seed=0)
-    W = cfg.cycling.window_steps
-    out = eqx.filter_jit(vc.run_cycles)(
-        exp.model,
-        exp.method,
-        problem.first_background,
-        problem.obs,
-        n,
-        W,
-        gate=exp.gate,
-        check=exp.check,
-    )
-    accepted = vc.CycleOutput(
-        background=out.background,
-        analysis=eqx.tree_at(lambda a: a.trajectory, out.analysis, out.accepted),
-    )
-    scores = vc.cycle_scores(accepted, problem.truth, W, spinup=cfg.expected.spinup_cycles)
-    rmse_a, rmse_b = float(scores["analysis"]), float(scores["background"])
+    cfg = configs.load_config(path)
+    spinup = cfg.expected.spinup_cycles
+    scores = reference_scores(str(path), spinup + cfg.expected.cycles, seed=0, spinup=spinup)
+    rmse_a, rmse_b, out = scores["analysis"], scores["background"], scores["output"]
     passed = float(out.gate.passed.mean())
     print(f"{path.stem}: analysis {rmse_a:.4f}, background {rmse_b:.4f}, gate passed {passed:.3f}")
     assert rmse_a <= cfg.expected.analysis_rmse

@@ -64,6 +64,9 @@ from ._cycling import (
     cycle_scores as cycle_scores,
 )
 from ._cycling import (
+    lead_forecasts as lead_forecasts,
+)
+from ._cycling import (
     run_cycles as run_cycles,
 )
 from ._dynamics import (

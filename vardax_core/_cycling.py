@@ -115,6 +115,14 @@ def run_cycles(
     )
 
 
+def lead_forecasts(model: AbstractForwardModel, x, leads: tuple[int, ...]) -> jax.Array:
+    """The forecast from `x` at the model steps `leads` (`(len(leads), n)`; `(0, n)` for
+    none): a cycle's product forecast from its analysis."""
+    if not leads:
+        return jnp.zeros((0, jnp.shape(x)[-1]), jnp.asarray(x).dtype)
+    return model.rollout(x, max(leads))[jnp.array(leads)]
+
+
 def analysis_times(n_cycles: int, window: int, shift: int | None = None) -> jax.Array:
     """The model step of each cycle's window end (where its analysis is scored)."""
     shift = window if shift is None else shift
@@ -126,10 +134,12 @@ def cycle_scores(
 ) -> dict[str, jax.Array]:
     """Time-mean RMSE against `truth` (one row per model step) at each window's end, over
     the cycles after the first `spinup`: DAPPER's `rmse.a` (`"analysis"`) and `rmse.f`
-    (`"background"`)."""
+    (`"background"`). With a gate, the analysis scored is the accepted trajectory (what each
+    cycle handed on, and what the pipeline stores)."""
     n_cycles = out.background.shape[0]
     truth_end = truth[analysis_times(n_cycles, window, shift)][spinup:]
+    analysis = out.analysis.trajectory if out.accepted is None else out.accepted
     return {
-        "analysis": jnp.mean(rmse_t(out.analysis.trajectory[spinup:, -1], truth_end)),
+        "analysis": jnp.mean(rmse_t(analysis[spinup:, -1], truth_end)),
         "background": jnp.mean(rmse_t(out.background[spinup:, -1], truth_end)),
     }
