@@ -222,7 +222,10 @@ def serve(config: _Config) -> None:
     """Serves a Prefect deployment of the scheduled cycling flow: one run per cycle point
     (the config's interval from origin + interval, or `operations.cron`), each processing
     every due cycle with the catch-up policy; one run at a time. Needs a running server
-    (`vardax-cycle server`) named by PREFECT_API_URL."""
+    (`vardax-cycle server`) named by PREFECT_API_URL. Stopped while a cycle runs, that
+    run keeps the deployment's one slot until the server's lease on it expires
+    (PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION, 300 s by default); the
+    cycle was not committed, so the next scheduled run redoes it."""
     from datetime import UTC, timedelta
 
     from prefect.client.schemas.objects import ConcurrencyLimitConfig

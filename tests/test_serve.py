@@ -38,6 +38,9 @@ def prefect_server(tmp_path):
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+        # a serve stopped mid-run leaves that run's deployment slot leased until the lease
+        # expires (300 s by default); the test stops serve twice, so keep the lease short
+        "PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION": "30",
     }
     env.pop("PREFECT_API_URL", None)
     log = open(tmp_path / "server.log", "w")
