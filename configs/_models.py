@@ -68,8 +68,33 @@ class Lorenz96TwoLevelConfig(_ModelBase):
         return self.K * (1 + self.J)
 
 
+class QGConfig(_ModelBase):
+    """The doubly periodic quasi-geostrophic model (`vardax_core.QuasiGeostrophic`): PV on
+    an `ny × nx` grid over `[0, 2π)²`."""
+
+    name: Literal["qg"]
+    ny: Annotated[int, Field(ge=8, multiple_of=2)] = 64
+    nx: Annotated[int, Field(ge=8, multiple_of=2)] = 64
+    kappa2: Annotated[float, Field(ge=0)] = 4.0
+    beta: float = 0.5
+    drag: Annotated[float, Field(ge=0)] = 0.05
+    forcing: float = 1.0
+    forcing_k: Annotated[int, Field(ge=1)] = 4
+    damping: Annotated[float, Field(gt=0)] = 2.0
+    dt: Annotated[float, Field(gt=0)] = 0.05
+
+    @property
+    def state_size(self) -> int:
+        return self.ny * self.nx
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return (self.ny, self.nx)
+
+
 ModelConfig = Annotated[
-    Lorenz63Config | Lorenz96Config | Lorenz96TwoLevelConfig, Field(discriminator="name")
+    Lorenz63Config | Lorenz96Config | Lorenz96TwoLevelConfig | QGConfig,
+    Field(discriminator="name"),
 ]
 
 
@@ -97,8 +122,42 @@ class QCConfig(_Config):
         return self
 
 
+class GriddedNetwork(_Config):
+    """Grid points every `every` cells (in `y` and `x`) from `offset`."""
+
+    kind: Literal["gridded"]
+    every: Annotated[int, Field(ge=1)]
+    offset: Annotated[int, Field(ge=0)] = 0
+
+
+class StationNetwork(_Config):
+    """`count` irregular stations, uniform over the domain (drawn with `seed`), observed by
+    bilinear interpolation."""
+
+    kind: Literal["stations"]
+    count: Annotated[int, Field(ge=1)]
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class SwathNetwork(_Config):
+    """Along-track swaths (altimetry): `tracks` ground tracks at `angle` degrees, `width`
+    points across, every `spacing` cells along; one track is seen per observation time."""
+
+    kind: Literal["swath"]
+    tracks: Annotated[int, Field(ge=1)]
+    width: Annotated[int, Field(ge=1)] = 3
+    spacing: Annotated[float, Field(gt=0)] = 1.0
+    angle: Annotated[float, Field(gt=0, lt=180)] = 60.0
+
+
+Network = Annotated[GriddedNetwork | StationNetwork | SwathNetwork, Field(discriminator="kind")]
+
+
 class ObservationsConfig(_Config):
     """Where the observations come from and how they are laid out.
+
+    A 1-D model observes state components (`locations`); a 2-D model observes points of its
+    grid laid out by `network` (gridded, stations or swaths).
 
     `source: synthetic` makes an OSSE (`simulate` writes the nature run and the files
     under the run folder); `source: file` reads `url` (CSV, Parquet, Zarr or NetCDF).
@@ -114,6 +173,7 @@ class ObservationsConfig(_Config):
     format: Literal["csv", "parquet", "zarr", "netcdf"] | None = None
     storage_options: dict[str, Any] = {}
     locations: Literal["all"] | EveryConfig | list[Annotated[int, Field(ge=0)]] = "all"
+    network: Network | None = None
     operator: Literal["identity", "arctan"] = "identity"
     error_std: Annotated[float, Field(gt=0)] = 1.0
     every_steps: Annotated[int, Field(ge=1)] = 1
@@ -151,9 +211,11 @@ class ObservationsConfig(_Config):
 
 class CovarianceConfig(_Config):
     """`scaled_identity` (variance), `diagonal` (variances), `periodic` (variance,
-    length_scale, kernel) or `climatological` (scale·C_clim + nugget·I from a free run)."""
+    length_scale, kernel), `climatological` (scale·C_clim + nugget·I from a free run) or
+    `spectral` (variance, length_scale in grid cells: a Gaussian correlation on a 2-D
+    periodic grid applied with FFTs, never as a matrix)."""
 
-    kind: Literal["scaled_identity", "diagonal", "periodic", "climatological"]
+    kind: Literal["scaled_identity", "diagonal", "periodic", "climatological", "spectral"]
     variance: Annotated[float, Field(gt=0)] | None = None
     variances: list[Annotated[float, Field(gt=0)]] | None = None
     length_scale: Annotated[float, Field(gt=0)] | None = None
@@ -169,6 +231,7 @@ class CovarianceConfig(_Config):
             "diagonal": ("variances",),
             "periodic": ("variance", "length_scale"),
             "climatological": ("scale",),
+            "spectral": ("variance", "length_scale"),
         }[self.kind]
         missing = [k for k in needs if getattr(self, k) is None]
         if missing:
@@ -306,6 +369,8 @@ class ExpectedConfig(_Config):
     """What the experiment states it reaches (checked by the tests)."""
 
     analysis_rmse: Annotated[float, Field(gt=0)] | None = None
+    background_ratio: Annotated[float, Field(gt=0)] | None = None
+    """The analysis RMSE is at most this fraction of the background's."""
     cycles: Annotated[int, Field(ge=1)] = 100
     spinup_cycles: Annotated[int, Field(ge=0)] = 20
 
@@ -334,6 +399,44 @@ class ExperimentConfig(_Config):
     @model_validator(mode="after")
     def _combination(self):
         n = self.model.state_size
+        two_d = self.model.name == "qg"
+        obs = self.observations
+        if two_d and obs.network is None:
+            raise ValueError(
+                "observations.network is needed for the 2-D model qg (kind gridded, stations "
+                "or swath)"
+            )
+        if not two_d and obs.network is not None:
+            raise ValueError(
+                f"observations.network is for a 2-D model; {self.model.name} observes "
+                "observations.locations"
+            )
+        if two_d and (obs.locations != "all" or obs.operator != "identity"):
+            raise ValueError(
+                "observations.locations and observations.operator are for 1-D models; the qg "
+                "model's observations are laid out by observations.network"
+            )
+        covariances = [self.method.prior_cov] + (
+            [self.method.model_error_cov] if self.method.model_error_cov else []
+        )
+        for cov in covariances:
+            if two_d and cov.kind not in ("spectral", "scaled_identity"):
+                raise ValueError(
+                    f"covariance kind {cov.kind} would form a {n} × {n} matrix for the qg "
+                    "model: use spectral (or scaled_identity)"
+                )
+            if not two_d and cov.kind == "spectral":
+                raise ValueError(f"covariance kind spectral is for a 2-D grid, not {self.model.name}")
+        if two_d and self.method.name == "strong_4dvar" and self.method.minimiser in (
+            None,
+            "levenberg_marquardt",
+        ):
+            raise ValueError(
+                "strong_4dvar on the qg model needs a gradient minimiser (lbfgs, bfgs, "
+                "nonlinear_cg): Levenberg-Marquardt forms the Jacobian; or use incremental_4dvar"
+            )
+        if two_d:
+            return self._window_check()
         locations = self.observations.location_indices(n)
         bad = [i for i in locations if i >= n]
         if bad:
@@ -347,14 +450,17 @@ class ExperimentConfig(_Config):
                 f"method.name oi needs a linear observation operator, but observations.operator "
                 f"is {self.observations.operator}: use 3dvar or a 4dvar"
             )
-        if self.cycling.window_steps % self.observations.every_steps:
-            raise ValueError(
-                f"cycling.window_steps ({self.cycling.window_steps}) must be a multiple of "
-                f"observations.every_steps ({self.observations.every_steps})"
-            )
         if self.method.prior_cov.kind == "diagonal" and len(self.method.prior_cov.variances) != n:
             raise ValueError(
                 f"method.prior_cov.variances has {len(self.method.prior_cov.variances)} entries, "
                 f"the state has {n}"
+            )
+        return self._window_check()
+
+    def _window_check(self):
+        if self.cycling.window_steps % self.observations.every_steps:
+            raise ValueError(
+                f"cycling.window_steps ({self.cycling.window_steps}) must be a multiple of "
+                f"observations.every_steps ({self.observations.every_steps})"
             )
         return self

@@ -227,9 +227,9 @@ def write_osse(config: str, n_cycles: int, seed: int) -> dict:
     storage.write_nature_run(
         exp.truth_url,
         times,
-        truth,
+        truth.reshape(len(truth), *exp.layout.state_shape),
         first_guess=np.asarray(problem.first_background),
-        dim=exp.layout.state_dim_names[0],
+        dim=exp.layout.state_dim_names,
         storage_options=exp.storage_options,
     )
     values = np.where(np.asarray(problem.obs.mask), np.asarray(problem.obs.values), np.nan)

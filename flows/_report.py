@@ -26,8 +26,9 @@ def window_end_rmse(ds: xr.Dataset, truth: xr.DataArray) -> tuple[np.ndarray, np
     """Per cycle of `ds`, the RMSE against `truth` of the analysis and of the background at
     the window end (NaN where the truth is unknown)."""
     truth_end = _truth_at(truth, ds, -1)
+    state_axes = tuple(range(1, truth_end.ndim))  # every state dimension (site, or y and x)
     return tuple(
-        np.sqrt(np.nanmean((ds[name].isel(window_time=-1).values - truth_end) ** 2, axis=-1))
+        np.sqrt(np.nanmean((ds[name].isel(window_time=-1).values - truth_end) ** 2, axis=state_axes))
         for name in ("analysis", "background")
     )
 
@@ -103,7 +104,8 @@ def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) ->
             "",
         ]
     else:
-        spread = np.sqrt(np.mean((analysis - background) ** 2, axis=-1))
+        state_axes = tuple(range(1, analysis.ndim))
+        spread = np.sqrt(np.mean((analysis - background) ** 2, axis=state_axes))
         ax.plot(cycles, spread, color="C0", lw=1, label="RMS increment")
         ax.set_ylabel("RMS increment (no truth)")
     degraded = table.index[table["status"] == "degraded"]
@@ -119,6 +121,46 @@ def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) ->
     fig.savefig(out / "rmse.png", dpi=110)
     plt.close(fig)
 
+    if analysis.ndim == 3:  # (cycle, y, x): a 2-D field
+        _draw_maps(ds, truth_end, experiment, out / "maps.png")
+        state_figure = ("maps", "maps.png")
+    else:
+        _draw_hovmoller(cycles, analysis, truth_end, state_dim, experiment, out / "hovmoller.png")
+        state_figure = ("Hovmöller", "hovmoller.png")
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 4.4), sharex=True)
+    chi2 = ds.innovation_chi2_dof.values
+    ax1.plot(cycles, chi2, ".", ms=3, color="C2")
+    ax1.axhline(1.0, color="k", lw=0.8)
+    ax1.set_ylabel("innovation χ²/dof")
+    ax2.plot(cycles, ds.innovation_mean.values, ".", ms=3, color="C4")
+    ax2.axhline(0.0, color="k", lw=0.8)
+    ax2.set_ylabel("innovation mean")
+    ax1.set_title(f"{experiment}: innovation statistics (consistent B and R give χ²/dof ≈ 1)")
+    fig.tight_layout()
+    fig.savefig(out / "innovations.png", dpi=110)
+    plt.close(fig)
+
+    finite_chi2 = chi2[np.isfinite(chi2)]
+    if len(finite_chi2):
+        lines += [
+            f"Innovation χ²/dof: median {np.median(finite_chi2):.3f} (1 when B and R fit).",
+            "",
+        ]
+    lines += [
+        "![RMSE](rmse.png)",
+        "",
+        f"![{state_figure[0]}]({state_figure[1]})",
+        "",
+        "![innovations](innovations.png)",
+        "",
+    ]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    return out / "summary.md"
+
+
+def _draw_hovmoller(cycles, analysis, truth_end, state_dim, experiment, path) -> None:
+    """Time × site panels at the window end: truth, analysis and their difference."""
     panels = [("analysis", analysis)]
     if truth_end is not None:
         panels = [
@@ -144,38 +186,49 @@ def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) ->
         fig.colorbar(im, ax=ax, pad=0.01)
     axs[0].set_title(f"{experiment}: Hovmöller at the window end")
     fig.tight_layout()
-    fig.savefig(out / "hovmoller.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 4.4), sharex=True)
-    chi2 = ds.innovation_chi2_dof.values
-    ax1.plot(cycles, chi2, ".", ms=3, color="C2")
-    ax1.axhline(1.0, color="k", lw=0.8)
-    ax1.set_ylabel("innovation χ²/dof")
-    ax2.plot(cycles, ds.innovation_mean.values, ".", ms=3, color="C4")
-    ax2.axhline(0.0, color="k", lw=0.8)
-    ax2.set_ylabel("innovation mean")
-    ax1.set_title(f"{experiment}: innovation statistics (consistent B and R give χ²/dof ≈ 1)")
-    fig.tight_layout()
-    fig.savefig(out / "innovations.png", dpi=110)
-    plt.close(fig)
 
-    finite_chi2 = chi2[np.isfinite(chi2)]
-    if len(finite_chi2):
-        lines += [
-            f"Innovation χ²/dof: median {np.median(finite_chi2):.3f} (1 when B and R fit).",
-            "",
+
+def _draw_maps(ds: xr.Dataset, truth_end, experiment: str, path) -> None:
+    """Maps of the last cycle at the window end: truth, background, analysis and the
+    analysis error, with the observations the window assimilated."""
+    last = ds.isel(cycle=-1, window_time=-1)
+    background, analysis = last.background.values, last.analysis.values
+    panels = [("background", background), ("analysis", analysis)]
+    if truth_end is not None:
+        truth = truth_end[-1]
+        panels = [
+            ("truth", truth),
+            ("background", background),
+            ("analysis", analysis),
+            ("analysis − truth", analysis - truth),
         ]
-    lines += [
-        "![RMSE](rmse.png)",
-        "",
-        "![Hovmöller](hovmoller.png)",
-        "",
-        "![innovations](innovations.png)",
-        "",
-    ]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    return out / "summary.md"
+    fig, axs = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.8, 3.6))
+    lim = float(np.nanmax(np.abs(panels[0][1]))) or 1.0
+    seen = ds.obs_mask.isel(cycle=-1).values.any(axis=0)
+    for ax, (name, field) in zip(np.atleast_1d(axs), panels, strict=True):
+        error = "−" in name
+        err_lim = float(np.nanmax(np.abs(field))) or 1.0
+        im = ax.imshow(
+            field,
+            origin="lower",
+            cmap="PuOr_r" if error else "RdBu_r",
+            vmin=-(err_lim if error else lim),
+            vmax=err_lim if error else lim,
+        )
+        if "obs_x" in ds.coords and error:
+            ax.plot(ds.obs_x.values[seen], ds.obs_y.values[seen], "k.", ms=1.5, alpha=0.6)
+        ax.set_title(name + (" (dots: observations)" if error and "obs_x" in ds.coords else ""))
+        ax.set_xlabel("x")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    np.atleast_1d(axs)[0].set_ylabel("y")
+    when = pd.Timestamp(ds.cycle.values[-1]) + pd.Timedelta(ds.window_time.values[-1])
+    fig.suptitle(f"{experiment}: window end {when:%Y-%m-%d %H:%M}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def run_figure_png(store_url, first: int, last: int, storage_options=None) -> bytes:

@@ -47,6 +47,8 @@ class StoreLayout:
       analysis time the product forecast starts from).
     - `obs_size`: observations per window time.
     - `dtype`: dtype of states and observation values.
+    - `obs_points`: for a 2-D state, the `(y, x)` grid position of each observation slot
+      (stored as the `obs_y`, `obs_x` coordinates of `obs`).
     """
 
     state_dims: tuple[tuple[str, int], ...]
@@ -54,6 +56,7 @@ class StoreLayout:
     lead_offsets_s: tuple[int, ...]
     obs_size: int
     dtype: str = "float64"
+    obs_points: tuple[tuple[float, float], ...] | None = None
     diagnostics: tuple[tuple[str, str], ...] = field(
         default=tuple(DIAGNOSTICS.items()), compare=True
     )
@@ -65,6 +68,13 @@ class StoreLayout:
         object.__setattr__(
             self, "diagnostics", tuple((str(n), str(d)) for n, d in self.diagnostics)
         )
+        if self.obs_points is not None:
+            points = tuple((float(y), float(x)) for y, x in self.obs_points)
+            object.__setattr__(self, "obs_points", points)
+            if len(points) != self.obs_size:
+                raise ValueError(
+                    f"StoreLayout: {len(points)} obs_points for obs_size {self.obs_size}"
+                )
         if not self.state_dims or any(s < 1 for _, s in self.state_dims):
             raise ValueError(
                 f"StoreLayout: state_dims must be non-empty and positive, got {self.state_dims}"

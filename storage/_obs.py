@@ -345,18 +345,26 @@ def observation_table(times, locations, values, error_std) -> pd.DataFrame:
 
 
 def write_nature_run(
-    url, times, states, *, first_guess=None, dim: str = "site", storage_options=None
+    url, times, states, *, first_guess=None, dim="site", storage_options=None
 ) -> None:
-    """The OSSE truth: `states` `(T, n)` at `times`, a Zarr dataset `truth(time, site)`, and
-    the first cycle's first guess `first_guess(site)` when given."""
+    """The OSSE truth: `states` `(T, …state shape)` at `times`, a Zarr dataset
+    `truth(time, *dims)`, and the first cycle's first guess `first_guess(*dims)` when given.
+    `dim`: the state dimension's name, or a tuple of names for a field (`("y", "x")`)."""
     times = pd.DatetimeIndex([parse_time(t) for t in times])
+    states = np.asarray(states)
+    dims = (dim,) if isinstance(dim, str) else tuple(dim)
+    if states.ndim != 1 + len(dims):
+        raise ObservationError(
+            f"nature run {url}: states of shape {states.shape} do not match (time, {', '.join(dims)})"
+        )
     ds = xr.Dataset(
-        {"truth": (("time", dim), np.asarray(states))},
-        coords={"time": times.to_numpy(), dim: np.arange(np.shape(states)[1])},
+        {"truth": (("time", *dims), states)},
+        coords={"time": times.to_numpy()}
+        | {d: np.arange(size) for d, size in zip(dims, states.shape[1:], strict=True)},
         attrs={"title": "vardax-cycle nature run (OSSE truth)"},
     )
     if first_guess is not None:
-        ds["first_guess"] = ((dim,), np.asarray(first_guess))
+        ds["first_guess"] = (dims, np.reshape(first_guess, states.shape[1:]))
         ds["first_guess"].attrs = {"long_name": "first guess of the first cycle (truth + noise)"}
     with quiet_consolidation():
         ds.to_zarr(
@@ -370,7 +378,7 @@ def write_nature_run(
 
 
 def read_nature_run(url, *, storage_options=None, variable: str = "truth") -> xr.DataArray:
-    """`truth(time, site)` of a nature run (or its `first_guess`)."""
+    """`truth(time, …)` of a nature run (or its `first_guess`)."""
     if not _exists(str(url), storage_options):
         raise ObservationError(f"nature run not found: {url}")
     ds = xr.open_zarr(str(url), storage_options=storage_options or None, consolidated=False)

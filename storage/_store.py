@@ -308,6 +308,10 @@ class CycleStore:
             coords["lead_time"] = ("lead_time", pd.to_timedelta(layout.lead_offsets_s, unit="s"))
         for dim, size in layout.state_dims:
             coords[dim] = (dim, np.arange(size))
+        if layout.obs_points is not None:
+            points = np.asarray(layout.obs_points)
+            coords["obs_y"] = ("obs", points[:, 0], {"long_name": "observation y (grid cells)"})
+            coords["obs_x"] = ("obs", points[:, 1], {"long_name": "observation x (grid cells)"})
         ds = xr.Dataset(data_vars, coords=coords)
         ds["status"].attrs = {
             "long_name": "cycle status (written last)",

@@ -21,12 +21,26 @@ def build_model(cfg) -> vc.AbstractForwardModel:
         "lorenz63": vc.Lorenz63,
         "lorenz96": vc.Lorenz96,
         "lorenz96_two_level": vc.Lorenz96TwoLevel,
+        "qg": vc.QuasiGeostrophic,
     }
     return cls[cfg.name](**params, integrator=integrator)
 
 
+def network_points(cfg):
+    """The observed points `(y, x)` of a 2-D model's `observations.network`, and for swaths
+    the track of each point (else `None`)."""
+    net, shape = cfg.observations.network, cfg.model.grid_shape
+    if net.kind == "gridded":
+        return vc.gridded_points(shape, net.every, net.offset), None
+    if net.kind == "stations":
+        return vc.station_points(shape, net.count, net.seed), None
+    return vc.swath_points(shape, net.tracks, net.width, net.spacing, net.angle)
+
+
 def build_obs_operator(cfg, model) -> vc.AbstractObsOperator:
     """`cfg`: the experiment config."""
+    if cfg.observations.network is not None:
+        return vc.BilinearObs(network_points(cfg)[0], cfg.model.grid_shape)
     n = model.state_size
     locations = cfg.observations.location_indices(n)
     if cfg.observations.operator == "identity":
@@ -42,6 +56,8 @@ def build_covariance(cov, model, seed: int = 0) -> vc.AbstractCovariance:
         return vc.ScaledIdentityCovariance(n, cov.variance)
     if cov.kind == "diagonal":
         return vc.DiagonalCovariance(cov.variances)
+    if cov.kind == "spectral":
+        return vc.SpectralCovariance(model.grid_shape, cov.length_scale, cov.variance)
     if cov.kind == "periodic":
         return vc.periodic_covariance(n, cov.length_scale, cov.variance, cov.kernel)
     climate = vc.nature_run(model, jax.random.PRNGKey(seed), cov.climate_steps, 1000)
@@ -78,6 +94,11 @@ def osse_problem(cfg, n_cycles: int, seed: int = 0) -> vc.CycledProblem:
     model = build_model(cfg.model)
     H = build_obs_operator(cfg, model)
     n_steps = n_cycles * cfg.cycling.window_steps
+    seen = None
+    if cfg.observations.network is not None:
+        track = network_points(cfg)[1]
+        if track is not None:
+            seen = vc.swath_schedule(track, n_steps + 1, cfg.observations.every_steps)
     return vc.cycled_problem(
         model,
         H,
@@ -87,4 +108,5 @@ def osse_problem(cfg, n_cycles: int, seed: int = 0) -> vc.CycledProblem:
         spinup_steps=cfg.cycling.spinup_steps,
         first_guess_std=cfg.cycling.first_guess_std,
         obs_every=cfg.observations.every_steps,
+        seen=seen,
     )

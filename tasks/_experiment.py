@@ -98,6 +98,20 @@ class Experiment:
 
         return self.axis.origin + pd.to_timedelta(np.arange(n_steps + 1) * self.step_seconds, "s")
 
+    @property
+    def grid_shape(self) -> tuple[int, ...] | None:
+        """`(ny, nx)` of a 2-D model's state (stored as `(…, y, x)`), else `None`."""
+        return getattr(self.cfg.model, "grid_shape", None)
+
+    def fields(self, data: dict) -> dict:
+        """Store variables with the states (`background`, `analysis`, `forecast`) shaped as
+        the store's state dimensions (a 2-D model's flat states as `(…, y, x)` maps)."""
+        shape = self.layout.state_shape
+        return {
+            k: (np.reshape(v, (*np.shape(v)[:-1], *shape)) if k in _STATES else v)
+            for k, v in data.items()
+        }
+
     # --- the compiled steps -----------------------------------------------------------
 
     def forecast(self, x, steps: int):
@@ -147,7 +161,7 @@ class Experiment:
                     f"experiment {self.name}: no OSSE at {self.truth_url} (its first guess and "
                     f"observations): run `vardax-cycle simulate {self.config_path}` first"
                 ) from None
-            return np.asarray(truth.values)
+            return np.reshape(truth.values, -1)
         climate = vc.nature_run(self.model, jax.random.PRNGKey(B_SEED), 2000, 1000)
         return np.asarray(jnp.mean(climate, axis=0))
 
@@ -182,8 +196,13 @@ def _block(model, method, gate, check, x_start, values, mask, n_cycles, window, 
     return out, products
 
 
-def _state_dim(cfg) -> str:
-    return "component" if cfg.model.name == "lorenz63" else "site"
+_STATES = ("background", "analysis", "forecast")
+
+
+def _state_dims(cfg, model) -> tuple[tuple[str, int], ...]:
+    if cfg.model.name == "qg":
+        return (("y", cfg.model.ny), ("x", cfg.model.nx))
+    return (("component" if cfg.model.name == "lorenz63" else "site", model.state_size),)
 
 
 def _build(path: str) -> Experiment:
@@ -212,12 +231,21 @@ def _build(path: str) -> Experiment:
     check = vc.BackgroundCheck(
         H, obs_cfg.error_std, obs_cfg.qc.background_std, obs_cfg.qc.gross_error_k
     )
-    locations = tuple(obs_cfg.location_indices(model.state_size))
+    locations = (
+        tuple(range(H.obs_size))  # a network's points, numbered
+        if obs_cfg.network is not None
+        else tuple(obs_cfg.location_indices(model.state_size))
+    )
     layout = storage.StoreLayout(
-        state_dims=((_state_dim(cfg), model.state_size),),
+        state_dims=_state_dims(cfg, model),
         window_offsets_s=tuple(k * step for k in range(W + 1)),
         lead_offsets_s=tuple(k * step for k in cfg.cycling.lead_steps),
         obs_size=len(locations),
+        obs_points=(
+            tuple(map(tuple, np.asarray(H.points).tolist()))
+            if obs_cfg.network is not None
+            else None
+        ),
     )
     return Experiment(
         config_path=str(path),

@@ -230,7 +230,7 @@ def start_state(exp: Experiment, store: storage.CycleStore, point, cold_start: b
     previous = exp.axis.point(index - 1)
     status = store.status_of(previous)
     if status in ("committed", "degraded"):
-        state = store.read_cycle(previous)["analysis"][-1]
+        state = np.reshape(store.read_cycle(previous)["analysis"][-1], -1)
         return state, f"analysis of {storage.cycle_id(previous)}"
     if status == "skipped":
         codes = store.statuses()[:index]
@@ -241,7 +241,7 @@ def start_state(exp: Experiment, store: storage.CycleStore, point, cold_start: b
             return exp.cold_start(), "cold start after skipped cycles"
         last = int(whole[-1])
         gap = index - 1 - last
-        state = store.read_cycle(exp.axis.point(last))["analysis"][-1]
+        state = np.reshape(store.read_cycle(exp.axis.point(last))["analysis"][-1], -1)
         carried = exp.forecast(state, gap * exp.window)[-1]
         return (
             carried,
@@ -470,7 +470,7 @@ def persist(
         analysed.used_mask,
         timings,
     )
-    writer(exp).write_cycle(exp.point(cycle), data, verdict.status)
+    writer(exp).write_cycle(exp.point(cycle), exp.fields(data), verdict.status)
     _logger().info("%s: %s %s", cycle, verdict.status, verdict.reason)
     cycle_artifacts(exp, cycle, data, verdict)
     return verdict.status
@@ -592,7 +592,7 @@ def run_block(config: str, first: str, n_cycles: int, cold_start: bool = False) 
         )
     data = {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}
     statuses = [v.status for v in verdicts[:n_write]]
-    store.write_cycles(first_point, data, statuses)
+    store.write_cycles(first_point, exp.fields(data), statuses)
     counts = {s: statuses.count(s) for s in set(statuses)}
     _logger().info(
         "block %s+%d: %s in %.2f s",

@@ -91,6 +91,13 @@ from ._dynamics import (
     Lorenz96TwoLevel as Lorenz96TwoLevel,
 )
 from ._gates import Gate as Gate
+from ._cov import SpectralCovariance as SpectralCovariance
+from ._obs import BilinearObs as BilinearObs
+from ._obs import gridded_points as gridded_points
+from ._obs import station_points as station_points
+from ._obs import swath_points as swath_points
+from ._obs import swath_schedule as swath_schedule
+from ._qg import QuasiGeostrophic as QuasiGeostrophic
 from ._gates import GateReport as GateReport
 from ._methods import (
     IncrementalFourDVar as IncrementalFourDVar,

@@ -133,6 +133,14 @@ def innovation_operators(
     return H, B, M, S
 
 
+def innovation_solver(prior_cov: AbstractCovariance, obs_size: int) -> lx.AbstractLinearSolver:
+    """How to solve with `S`: Cholesky on its matrix, or conjugate gradients when `B` is
+    matrix-free (forming `S` would take one product with `B` per observation)."""
+    if prior_cov.matrix_free:
+        return lx.CG(rtol=1e-10, atol=1e-12, max_steps=10 * obs_size)
+    return lx.AutoLinearSolver(well_posed=True)
+
+
 def prior_cost(prior_cov: AbstractCovariance, increment) -> jax.Array:
     """$\\tfrac12 \\|δx\\|^2_{B^{-1}}$."""
     return 0.5 * prior_cov.inv_quad(increment)

@@ -8,6 +8,7 @@ scaled — what DAPPER's 3D-Var uses).
 """
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -21,7 +22,12 @@ def _is_concrete(x) -> bool:
 
 
 class AbstractCovariance(eqx.Module):
-    """A symmetric positive-definite covariance `C` of size `n × n`, and its square root `L`."""
+    """A symmetric positive-definite covariance `C` of size `n × n`, and its square root `L`.
+
+    `matrix_free`: products are cheap but the matrix is never formed (solves with
+    operators built from it should be iterative)."""
+
+    matrix_free: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
@@ -282,3 +288,82 @@ def climatological_covariance(
     cov = np.cov(traj, rowvar=False)
     cov = scale * 0.5 * (cov + cov.T) + nugget * np.eye(traj.shape[1])
     return DenseCovariance(jnp.asarray(cov, dtype=trajectory.dtype))
+
+
+class SpectralCovariance(AbstractCovariance):
+    """A stationary, homogeneous covariance on a doubly periodic `ny × nx` grid (states
+    flattened row-major), applied matrix-free with FFTs: `C v = σ² F⁻¹ S F v`.
+
+    `S` is the spectrum of a Gaussian correlation of `length_scale` grid cells (periodic
+    minimum-image distances), floored at `1e-8·max S` so that `C` is positive definite,
+    and normalised to unit variance. The square root `L = σ F⁻¹ S^{1/2} F` is symmetric,
+    so `Lᵀ = L`. Costs `O(n log n)` per product: no `n × n` matrix is ever formed.
+    """
+
+    matrix_free: ClassVar[bool] = True
+    shape: tuple[int, int] = eqx.field(static=True)
+    variance: float
+    spectrum: jax.Array  # S on the rfft2 half-plane, (ny, nx//2 + 1)
+
+    def __init__(self, shape, length_scale: float, variance: float = 1.0):
+        ny, nx = (int(s) for s in shape)
+        if ny < 2 or nx < 2:
+            raise ValueError(f"SpectralCovariance: shape must be 2-D, got {shape}")
+        if not length_scale > 0 or not variance > 0:
+            raise ValueError(
+                "SpectralCovariance: length_scale and variance must be > 0, got "
+                f"{length_scale}, {variance}"
+            )
+        dy = np.minimum(np.arange(ny), ny - np.arange(ny))[:, None]
+        dx = np.minimum(np.arange(nx), nx - np.arange(nx))[None, :]
+        kernel = np.exp(-0.5 * (dy**2 + dx**2) / length_scale**2)
+        full = np.real(np.fft.fft2(kernel))
+        full = np.maximum(full, 1e-8 * full.max())
+        full = full / full.mean()  # the diagonal of the circulant is the spectrum's mean
+        self.shape = (ny, nx)
+        self.variance = float(variance)
+        self.spectrum = jnp.asarray(full[:, : nx // 2 + 1])
+
+    @property
+    def size(self):
+        return self.shape[0] * self.shape[1]
+
+    def _filter(self, v, multiplier):
+        field = v.reshape(self.shape)
+        return jnp.fft.irfft2(multiplier * jnp.fft.rfft2(field), s=self.shape).reshape(v.shape)
+
+    def mv(self, v):
+        return self._filter(v, self.variance * self.spectrum)
+
+    def sqrt_mv(self, v):
+        return self._filter(v, jnp.sqrt(self.variance * self.spectrum))
+
+    def sqrt_T_mv(self, v):
+        return self.sqrt_mv(v)
+
+    def inv_sqrt_mv(self, v):
+        return self._filter(v, 1.0 / jnp.sqrt(self.variance * self.spectrum))
+
+    def _structure(self):
+        return jax.ShapeDtypeStruct((self.size,), self.spectrum.dtype)
+
+    def as_operator(self):
+        return lx.FunctionLinearOperator(
+            self.mv, self._structure(), (lx.symmetric_tag, lx.positive_semidefinite_tag)
+        )
+
+    def sqrt_operator(self):
+        return lx.FunctionLinearOperator(
+            self.sqrt_mv, self._structure(), (lx.symmetric_tag, lx.positive_semidefinite_tag)
+        )
+
+    def masked_operator(self, mask):
+        m = mask.astype(self.spectrum.dtype)
+        return lx.FunctionLinearOperator(
+            lambda v: m * self.mv(m * v) + (1.0 - m) * v,
+            self._structure(),
+            (lx.symmetric_tag, lx.positive_semidefinite_tag),
+        )
+
+    def diagonal(self):
+        return jnp.full((self.size,), self.variance, dtype=self.spectrum.dtype)

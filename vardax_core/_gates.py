@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 
-from ._analysis import Analysis, ObsWindow, innovation_operators
+from ._analysis import Analysis, ObsWindow, innovation_operators, innovation_solver
 from ._cov import AbstractCovariance
 from ._obs import AbstractObsOperator
 
@@ -69,7 +69,8 @@ class Gate(eqx.Module):
     def _quadratic(self, xb, y, mask):
         _, _, _, S = innovation_operators(self.obs_operator, self.prior_cov, self.obs_cov, xb, mask)
         d = jnp.where(mask, y - self.obs_operator(xb), 0.0)
-        return jnp.vdot(d, lx.linear_solve(S, d, throw=False).value), jnp.sum(d)
+        solver = innovation_solver(self.prior_cov, self.obs_operator.obs_size)
+        return jnp.vdot(d, lx.linear_solve(S, d, solver, throw=False).value), jnp.sum(d)
 
     def __call__(self, background, analysis: Analysis, obs: ObsWindow) -> GateReport:
         finite_background = jnp.all(jnp.isfinite(background))

@@ -123,3 +123,98 @@ class NonlinearObs(_AbstractIndexedObs):
 
     def __call__(self, x):
         return self.transform(self._select(x))
+
+
+class BilinearObs(AbstractObsOperator):
+    """Observes a 2-D periodic field (flattened row-major, `shape = (ny, nx)`) at points
+    `(y, x)` in grid units, by bilinear interpolation between the four surrounding grid
+    points: `H x = Σ w_k x[i_k]`. Linear; at whole-number points it picks grid values.
+    """
+
+    is_linear: ClassVar[bool] = True
+    shape: tuple[int, int] = eqx.field(static=True)
+    points: jax.Array
+    _corners: jax.Array  # (m, 4) flat indices
+    _weights: jax.Array  # (m, 4)
+
+    def __init__(self, points, shape):
+        ny, nx = (int(s) for s in shape)
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2 or not len(pts):
+            raise ValueError(f"BilinearObs: points must be (m, 2) (y, x) pairs, got {pts.shape}")
+        if not np.all(np.isfinite(pts)):
+            raise ValueError("BilinearObs: points has non-finite coordinates")
+        pts = np.mod(pts, [ny, nx])
+        i0, j0 = np.floor(pts[:, 0]).astype(int), np.floor(pts[:, 1]).astype(int)
+        wy, wx = pts[:, 0] - i0, pts[:, 1] - j0
+        i1, j1 = (i0 + 1) % ny, (j0 + 1) % nx
+        self.shape = (ny, nx)
+        self.points = jnp.asarray(pts)
+        self._corners = jnp.asarray(
+            np.stack([i0 * nx + j0, i0 * nx + j1, i1 * nx + j0, i1 * nx + j1], axis=1)
+        )
+        self._weights = jnp.asarray(
+            np.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], axis=1)
+        )
+
+    @property
+    def state_size(self):
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def obs_size(self):
+        return len(self.points)
+
+    def __call__(self, x):
+        return jnp.sum(x[self._corners] * self._weights.astype(x.dtype), axis=1)
+
+    def linearise(self, x):
+        return lx.FunctionLinearOperator(self, jax.ShapeDtypeStruct(x.shape, x.dtype))
+
+
+def gridded_points(shape, every: int, offset: int = 0) -> np.ndarray:
+    """Grid points `(y, x)` every `every` cells from `offset` in both directions, `(m, 2)`."""
+    ny, nx = shape
+    ys, xs = np.arange(offset, ny, every), np.arange(offset, nx, every)
+    Y, X = np.meshgrid(ys, xs, indexing="ij")
+    return np.stack([Y.ravel(), X.ravel()], axis=1).astype(np.float64)
+
+
+def station_points(shape, count: int, seed: int = 0) -> np.ndarray:
+    """`count` irregular "stations" uniformly over the domain (off the grid), `(m, 2)`."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.0, 1.0, (count, 2)) * np.asarray(shape, dtype=np.float64)
+
+
+def swath_points(
+    shape, tracks: int, width: int = 3, spacing: float = 1.0, angle: float = 60.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Along-track swaths like an altimeter's: `tracks` ground tracks evenly spaced in `x`,
+    each crossing the domain at `angle` degrees from the `x` axis, sampled every `spacing`
+    cells along the track and at `width` points across it (one cell apart).
+
+    **Returns** `(points (m, 2), track (m,))`: every track's points, and which track each
+    point belongs to (an instrument sees one track per observation time, see
+    `swath_schedule`).
+    """
+    ny, nx = shape
+    slope = 1.0 / np.tan(np.deg2rad(angle))  # x advance per unit y
+    along = np.arange(0.0, ny, spacing)
+    across = np.arange(width) - (width - 1) / 2.0
+    points, track = [], []
+    for j in range(tracks):
+        x0 = j * nx / tracks
+        for a in across:
+            points.append(np.stack([along, x0 + a + slope * along], axis=1))
+            track.append(np.full(len(along), j))
+    return np.mod(np.concatenate(points), [ny, nx]), np.concatenate(track)
+
+
+def swath_schedule(track: np.ndarray, n_times: int, every: int = 1) -> np.ndarray:
+    """Which swath points are seen at each of `n_times` model times: at the `k`-th
+    observation time (every `every` steps) the instrument passes over track `k mod tracks`.
+    **Returns** a boolean `(n_times, m)`."""
+    tracks = int(track.max()) + 1
+    t = np.arange(n_times)
+    seen = (t % every == 0)[:, None] & (((t // every) % tracks)[:, None] == track[None, :])
+    return seen

@@ -16,7 +16,10 @@ def nature_run(model: AbstractForwardModel, key, n_steps: int, spinup_steps: int
 
     **Returns** `(n_steps + 1, n)`.
     """
-    x0 = scale * jax.random.normal(key, (model.state_size,))
+    if hasattr(model, "random_state"):  # a field model's own smooth random start
+        x0 = model.random_state(key, scale)
+    else:
+        x0 = scale * jax.random.normal(key, (model.state_size,))
     if isinstance(model, Lorenz63):
         x0 = x0 + jnp.array([0.0, 0.0, 25.0])
     x_start = model.rollout(x0, spinup_steps)[-1] if spinup_steps else x0
@@ -172,11 +175,26 @@ class CycledProblem(eqx.Module):
 
 
 def cycled_problem(
-    model, obs_operator, obs_std, n_steps, key, spinup_steps=1000, first_guess_std=1.0, obs_every=1
+    model,
+    obs_operator,
+    obs_std,
+    n_steps,
+    key,
+    spinup_steps=1000,
+    first_guess_std=1.0,
+    obs_every=1,
+    seen=None,
 ) -> CycledProblem:
+    """`seen`: optional `(n_steps + 1, m)` booleans, which observations exist at each time
+    (e.g. `swath_schedule`); by default all, every `obs_every` steps."""
     k_truth, k_obs, k_guess = jax.random.split(key, 3)
     truth = nature_run(model, k_truth, n_steps, spinup_steps)
     obs = observe(obs_operator, truth, obs_std, k_obs, obs_every)
-    mask = obs.mask.at[0].set(False)
-    guess = truth[0] + first_guess_std * jax.random.normal(k_guess, truth[0].shape, truth.dtype)
+    mask = obs.mask if seen is None else obs.mask & jnp.asarray(seen)
+    mask = mask.at[0].set(False)
+    if hasattr(model, "perturbation"):  # a field model's own smooth noise
+        noise = model.perturbation(k_guess, first_guess_std).astype(truth.dtype)
+    else:
+        noise = first_guess_std * jax.random.normal(k_guess, truth[0].shape, truth.dtype)
+    guess = truth[0] + noise
     return CycledProblem(truth=truth, obs=ObsWindow(obs.values, mask), first_background=guess)
