@@ -91,6 +91,7 @@ from ._dynamics import (
     Lorenz96TwoLevel as Lorenz96TwoLevel,
 )
 from ._gates import Gate as Gate
+from ._analysis import innovation_solver as innovation_solver
 from ._cov import SpectralCovariance as SpectralCovariance
 from ._obs import BilinearObs as BilinearObs
 from ._obs import gridded_points as gridded_points
