@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from ._models import ExperimentConfig
+from ._models import ExperimentConfig, SweepConfig
 
 
 class ConfigError(ValueError):
@@ -22,6 +22,10 @@ _UNION_TAGS = {
     "lorenz63",
     "lorenz96",
     "lorenz96_two_level",
+    "qg",
+    "gridded",
+    "stations",
+    "swath",
     "EveryConfig",
     "list[int]",
     "literal['all']",
@@ -30,12 +34,16 @@ _UNION_TAGS = {
 
 def parse_config(data, source: str = "<config>") -> ExperimentConfig:
     """Validates a mapping as an `ExperimentConfig`; `ConfigError` names `source` and keys."""
+    return _validate(ExperimentConfig, data, source)
+
+
+def _validate(model, data, source: str):
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: the config must be a mapping of keys, got {type(data).__name__}"
         )
     try:
-        return ExperimentConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         lines = []
         for e in err.errors():
@@ -46,22 +54,61 @@ def parse_config(data, source: str = "<config>") -> ExperimentConfig:
         raise ConfigError("\n".join(dict.fromkeys(lines))) from None
 
 
-def load_config(path) -> ExperimentConfig:
-    """Reads and validates an experiment YAML file."""
-    path = Path(path)
+def _read_yaml(path: Path):
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(
             f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}"
         ) from None
-    return parse_config(data, str(path))
+
+
+def load_config(path) -> ExperimentConfig:
+    """Reads and validates an experiment YAML file."""
+    path = Path(path)
+    return parse_config(_read_yaml(path), str(path))
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        if (
+            isinstance(value, dict)
+            and isinstance(out.get(key), dict)
+            and value.get("name", out[key].get("name")) == out[key].get("name")
+        ):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_sweep(path) -> tuple[SweepConfig, dict[str, dict]]:
+    """Reads a sweep file and its base experiment. **Returns** the sweep and, per member,
+    its experiment config as a mapping (the base with the member's changes, its store in
+    the sweep's folder: every member's store sits beside one shared OSSE). Each member is
+    validated as an experiment; errors name the sweep file and the member."""
+    path = Path(path)
+    sweep = _validate(SweepConfig, _read_yaml(path), str(path))
+    base_path = Path(sweep.base)
+    if not base_path.is_absolute() and not base_path.exists():
+        base_path = path.parent / base_path
+    base = _read_yaml(base_path)
+    parse_config(base, str(base_path))
+    members = {}
+    for name, changes in sweep.members.items():
+        data = _merge(base, changes)
+        data["experiment"] = f"{sweep.sweep}-{name}"
+        data["store"] = {**base.get("store", {}), "url": f"{sweep.folder.rstrip('/')}/{name}.zarr"}
+        parse_config(data, f"{path}: member {name}")
+        members[name] = data
+    return sweep, members
 
 
 def canonical_text(config: ExperimentConfig) -> str:
@@ -77,7 +124,15 @@ _IDENTITY = {
     "model": True,
     "method": True,
     "cycling": True,
-    "observations": {"source", "locations", "operator", "error_std", "every_steps", "qc"},
+    "observations": {
+        "source",
+        "locations",
+        "network",
+        "operator",
+        "error_std",
+        "every_steps",
+        "qc",
+    },
 }
 
 

@@ -426,10 +426,17 @@ class ExperimentConfig(_Config):
                     "model: use spectral (or scaled_identity)"
                 )
             if not two_d and cov.kind == "spectral":
-                raise ValueError(f"covariance kind spectral is for a 2-D grid, not {self.model.name}")
-        if two_d and self.method.name == "strong_4dvar" and self.method.minimiser in (
-            None,
-            "levenberg_marquardt",
+                raise ValueError(
+                    f"covariance kind spectral is for a 2-D grid, not {self.model.name}"
+                )
+        if (
+            two_d
+            and self.method.name == "strong_4dvar"
+            and self.method.minimiser
+            in (
+                None,
+                "levenberg_marquardt",
+            )
         ):
             raise ValueError(
                 "strong_4dvar on the qg model needs a gradient minimiser (lbfgs, bfgs, "
@@ -464,3 +471,62 @@ class ExperimentConfig(_Config):
                 f"observations.every_steps ({self.observations.every_steps})"
             )
         return self
+
+
+# --- sweeps on a Dask cluster -----------------------------------------------------------
+
+
+class DaskConfig(_Config):
+    """Where a sweep's or an ensemble's tasks run: the `address` of a running
+    `dask.distributed` scheduler (`tcp://host:8786`), or, without one, a LocalCluster of
+    `n_workers` processes with `threads_per_worker` threads."""
+
+    address: str | None = None
+    n_workers: Annotated[int, Field(ge=1)] = 2
+    threads_per_worker: Annotated[int, Field(ge=1)] = 1
+
+
+_SWEEPABLE = {"method", "gates", "description"}
+
+
+class SweepConfig(_Config):
+    """Several experiments over the same observations, run in parallel on Dask.
+
+    Each member is the `base` experiment with `changes` to its `method` (and `gates`,
+    `description`): the model, observations and cycling are shared, and so is the OSSE,
+    written once into `folder` beside every member's store (`folder/<member>.zarr`).
+    """
+
+    sweep: str
+    base: str
+    folder: str
+    cycles: Annotated[int, Field(ge=1)]
+    block: Annotated[int, Field(ge=1)] = 64
+    seed: int = 0
+    members: dict[str, dict[str, Any]]
+    dask: DaskConfig = DaskConfig()
+
+    @field_validator("sweep")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _SLUG.match(value):
+            raise ValueError(
+                f"sweep must be a lowercase slug (letters, digits, - _ .), got {value!r}"
+            )
+        return value
+
+    @field_validator("members")
+    @classmethod
+    def _members(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("a sweep needs at least one member")
+        for name, changes in value.items():
+            if not _SLUG.match(name):
+                raise ValueError(f"member name {name!r} is not a lowercase slug")
+            other = sorted(set(changes) - _SWEEPABLE)
+            if other:
+                raise ValueError(
+                    f"member {name} changes {other}: members share the base's model, "
+                    f"observations and cycling (they may change {sorted(_SWEEPABLE)})"
+                )
+        return value

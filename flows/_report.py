@@ -28,16 +28,22 @@ def window_end_rmse(ds: xr.Dataset, truth: xr.DataArray) -> tuple[np.ndarray, np
     truth_end = _truth_at(truth, ds, -1)
     state_axes = tuple(range(1, truth_end.ndim))  # every state dimension (site, or y and x)
     return tuple(
-        np.sqrt(np.nanmean((ds[name].isel(window_time=-1).values - truth_end) ** 2, axis=state_axes))
+        np.sqrt(
+            np.nanmean((ds[name].isel(window_time=-1).values - truth_end) ** 2, axis=state_axes)
+        )
         for name in ("analysis", "background")
     )
 
 
-def store_scores(store_url, truth_url, start: int = 0, stop: int | None = None) -> dict:
+def store_scores(
+    store_url, truth_url, start: int = 0, stop: int | None = None, storage_options=None
+) -> dict:
     """Time-mean window-end RMSE (`"analysis"`, `"background"`) of cycles `start:stop` of a
     store against an OSSE nature run: what `vardax_core.cycle_scores` gives in memory."""
-    ds = xr.open_zarr(str(store_url)).isel(cycle=slice(start, stop))
-    rmse_a, rmse_b = window_end_rmse(ds, storage.read_nature_run(truth_url))
+    ds = xr.open_zarr(str(store_url), storage_options=storage_options or None)
+    ds = ds.isel(cycle=slice(start, stop))
+    truth = storage.read_nature_run(truth_url, storage_options=storage_options)
+    rmse_a, rmse_b = window_end_rmse(ds, truth)
     return {"analysis": float(np.mean(rmse_a)), "background": float(np.mean(rmse_b))}
 
 
@@ -188,7 +194,6 @@ def _draw_hovmoller(cycles, analysis, truth_end, state_dim, experiment, path) ->
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
 
 
 def _draw_maps(ds: xr.Dataset, truth_end, experiment: str, path) -> None:

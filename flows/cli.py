@@ -316,6 +316,83 @@ def demo(
 
 
 @app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="sweep YAML file (base, members, dask)")],
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="address of a running dask scheduler (default: the file's, or a LocalCluster)"
+        ),
+    ] = None,
+) -> None:
+    """Runs several experiments over the same observations in parallel on a Dask cluster
+    (Prefect's Dask task runner): the shared OSSE once, then each member's cycles as a
+    Dask task into its own store; prints a table of the members' scores."""
+    import configs
+    from flows import _distributed
+
+    try:
+        spec, _ = configs.load_sweep(sweep_file)
+    except configs.ConfigError as err:
+        console.print(f"[red]invalid sweep[/red]\n{err}")
+        raise typer.Exit(code=2) from None
+    _server_note()
+    where = scheduler or spec.dask.address or f"a LocalCluster of {spec.dask.n_workers} workers"
+    console.print(f"sweep {spec.sweep}: {len(spec.members)} members on {where}")
+    results = _distributed.run_sweep(str(sweep_file), scheduler)
+    table = Table(title=f"sweep {spec.sweep}: {spec.cycles} cycles")
+    for col in ("experiment", "method", "statuses", "analysis RMSE", "background RMSE", "wall s"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(
+            r["experiment"],
+            r["method"],
+            ", ".join(f"{k} {v}" for k, v in r["statuses"].items()) or "nothing to do",
+            f"{r['rmse_analysis']:.4f}" if "rmse_analysis" in r else "—",
+            f"{r['rmse_background']:.4f}" if "rmse_background" in r else "—",
+            f"{r['wall_s']:.1f}",
+        )
+    console.print(table)
+
+
+@app.command()
+def ensemble(
+    config: _Config,
+    cycle: Annotated[str, typer.Option(help="the analysis to start from (a done cycle)")],
+    members: Annotated[int, typer.Option(min=1)] = 8,
+    spread: Annotated[
+        float | None, typer.Option(help="perturbation std (default: qc.background_std)")
+    ] = None,
+    seed: int = 0,
+    scheduler: Annotated[
+        str | None, typer.Option(help="address of a running dask scheduler")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="LocalCluster workers")] = 2,
+) -> None:
+    """An ensemble of forecasts from a cycle's analysis, one Dask task per member; written
+    as ensemble-<cycle>.zarr (forecast, mean, spread) beside the store."""
+    import storage
+    from flows import _distributed
+
+    exp = _load(config)
+    try:
+        point = exp.point(cycle)
+        store = storage.CycleStore.open(exp.store_url, storage_options=exp.storage_options)
+        status = store.status_of(point)
+    except (storage.StoreError, storage.CycleError, ValueError) as err:
+        console.print(f"[red]cannot start an ensemble[/red]: {err}")
+        raise typer.Exit(code=2) from None
+    if status not in ("committed", "degraded"):
+        console.print(f"[red]cycle {cycle} is {status}[/red]: an ensemble starts from a done cycle")
+        raise typer.Exit(code=2)
+    _server_note()
+    url = _distributed.run_ensemble(
+        str(config), storage.cycle_id(point), members, spread, seed, scheduler, workers
+    )
+    console.print(f"ensemble: {url}  (xarray.open_zarr reads it)")
+
+
+@app.command()
 def info() -> None:
     """Versions of the stack and the devices JAX sees."""
     import jax

@@ -29,6 +29,8 @@ from ._obs import select_window as select_window
 from ._obs import select_windows as select_windows
 from ._obs import write_nature_run as write_nature_run
 from ._obs import write_observation_table as write_observation_table
+from ._products import sibling_url as sibling_url
+from ._products import write_ensemble as write_ensemble
 from ._store import CycleStore as CycleStore
 from ._store import content_hash as content_hash
 from ._store import open_zarr_store as open_zarr_store

@@ -7,8 +7,8 @@ reuses the same compiled functions. No numerics here: the steps call `vardax_cor
 
 import contextlib
 import functools
+import json
 import os
-import posixpath
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +26,6 @@ from ._build import build_method, build_model, build_obs_operator
 
 B_SEED = 1
 """Seed of the free run a climatological B is estimated from (not the OSSE truth's)."""
-
-
-def _sibling(url: str, name: str) -> str:
-    return posixpath.join(posixpath.dirname(url.rstrip("/")), name)
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,12 +72,12 @@ class Experiment:
         """The observation file (a template with `{cycle_id}` for one file per cycle); for
         a synthetic source, `observations.parquet` beside the store unless `url` is set."""
         o = self.cfg.observations
-        return o.url or _sibling(self.store_url, "observations.parquet")
+        return o.url or storage.sibling_url(self.store_url, "observations.parquet")
 
     @property
     def truth_url(self) -> str:
         """The OSSE nature run (written by `simulate`), beside the store."""
-        return _sibling(self.store_url, "truth.zarr")
+        return storage.sibling_url(self.store_url, "truth.zarr")
 
     def obs_url_for(self, point) -> str:
         return self.obs_url.replace("{cycle_id}", storage.cycle_id(storage.parse_time(point)))
@@ -126,6 +122,13 @@ class Experiment:
     def judge(self, background, analysis, values, mask):
         """Step 4: the gate's report and the trajectory the cycle hands on."""
         return _judge(self.gate, jnp.asarray(background), analysis, values, mask)
+
+    def ensemble_initial(self, x, members: int, std: float, seed: int = 0) -> np.ndarray:
+        """`(members, n)` initial states around `x` (member 0 is `x` itself)."""
+        states = vc.perturbed_ensemble(
+            self.model, jnp.asarray(x), jax.random.PRNGKey(seed), members, std
+        )
+        return np.asarray(states)
 
     def product(self, x_end):
         """Step 6: the forecast at the configured lead steps after the window end."""
@@ -322,13 +325,14 @@ def writer(exp: Experiment) -> storage.CycleStore:
 @functools.lru_cache(maxsize=8)
 def _observation_table(url: str, fmt, options_key, stamp):
     del stamp  # part of the cache key only
-    return storage.read_observation_table(url, format=fmt, storage_options=dict(options_key))
+    return storage.read_observation_table(url, format=fmt, storage_options=json.loads(options_key))
 
 
 def observation_table(exp: Experiment, url: str):
     """The observation file as a table, read once per version of a local file."""
     fmt = exp.cfg.observations.format
-    options = tuple(sorted(exp.cfg.observations.storage_options.items()))
+    # a hashable key, nested options (`client_kwargs`) included
+    options = json.dumps(exp.cfg.observations.storage_options, sort_keys=True)
     stamp = None
     if "://" not in url or url.startswith("file://"):
         try:

@@ -57,7 +57,9 @@ def test_qg_physics(qg, qg_state):
     )
     psi_x = 3 * np.cos(3 * x) * np.cos(2 * y)
     expected = psi_x / (9 + 4 + rossby.kappa2)
-    np.testing.assert_allclose(rossby.vector_field(jnp.asarray(psi.ravel())), expected.ravel(), atol=1e-10)
+    np.testing.assert_allclose(
+        rossby.vector_field(jnp.asarray(psi.ravel())), expected.ravel(), atol=1e-10
+    )
 
 
 def test_qg_is_chaotic_and_bounded():
@@ -103,7 +105,9 @@ def test_bilinear_observations():
     y, x = np.meshgrid(np.arange(16.0), np.arange(16.0), indexing="ij")
     plane = 0.3 * y - 0.7 * x + 2.0
     inner = vc.BilinearObs([[3.25, 4.5], [10.0, 7.75]], SHAPE)
-    np.testing.assert_allclose(inner(jnp.asarray(plane.ravel())), [0.3 * 3.25 - 0.7 * 4.5 + 2, 0.3 * 10 - 0.7 * 7.75 + 2])
+    np.testing.assert_allclose(
+        inner(jnp.asarray(plane.ravel())), [0.3 * 3.25 - 0.7 * 4.5 + 2, 0.3 * 10 - 0.7 * 7.75 + 2]
+    )
     # grid points pick the grid value; the weights sum to one
     grid = vc.BilinearObs(vc.gridded_points(SHAPE, 4, 1), SHAPE)
     field = rng.normal(size=256)
@@ -150,9 +154,9 @@ def test_spectral_b_gives_the_dense_b_analysis_and_gate():
     chol = vc.Gate(H, dense, R)(background, spectral, obs)
     np.testing.assert_allclose(cg.chi2_dof, chol.chi2_dof, rtol=1e-8)
     np.testing.assert_allclose(cg.increment_max_sigma, chol.increment_max_sigma, rtol=1e-10)
-    assert isinstance(
-        vc.innovation_solver(B, 40), lx.CG
-    ) and not isinstance(vc.innovation_solver(dense, 40), lx.CG)
+    assert isinstance(vc.innovation_solver(B, 40), lx.CG) and not isinstance(
+        vc.innovation_solver(dense, 40), lx.CG
+    )
 
 
 def test_incremental_4dvar_on_qg_fits_the_observations(qg, qg_state):

@@ -48,7 +48,9 @@ def test_2d_pipeline_reproduces_the_pure_jax_loop(qg_runs):
     accepted = np.asarray(ref["output"].accepted).reshape(N, -1, 32, 32)
     np.testing.assert_allclose(stored["analysis"], accepted, atol=1e-10)
     np.testing.assert_allclose(
-        stored["background"], np.asarray(ref["output"].background).reshape(accepted.shape), atol=1e-10
+        stored["background"],
+        np.asarray(ref["output"].background).reshape(accepted.shape),
+        atol=1e-10,
     )
     rmse = window_end_rmse(exp.store_url, exp.truth_url, N)
     assert abs(rmse - ref["analysis"]) <= 1e-8

@@ -15,6 +15,7 @@ from ._analysis import (
 from ._analysis import (
     innovation_operators as innovation_operators,
 )
+from ._analysis import innovation_solver as innovation_solver
 from ._analysis import (
     obs_cost as obs_cost,
 )
@@ -42,6 +43,7 @@ from ._cov import (
 from ._cov import (
     ScaledIdentityCovariance as ScaledIdentityCovariance,
 )
+from ._cov import SpectralCovariance as SpectralCovariance
 from ._cov import (
     climatological_covariance as climatological_covariance,
 )
@@ -91,14 +93,6 @@ from ._dynamics import (
     Lorenz96TwoLevel as Lorenz96TwoLevel,
 )
 from ._gates import Gate as Gate
-from ._analysis import innovation_solver as innovation_solver
-from ._cov import SpectralCovariance as SpectralCovariance
-from ._obs import BilinearObs as BilinearObs
-from ._obs import gridded_points as gridded_points
-from ._obs import station_points as station_points
-from ._obs import swath_points as swath_points
-from ._obs import swath_schedule as swath_schedule
-from ._qg import QuasiGeostrophic as QuasiGeostrophic
 from ._gates import GateReport as GateReport
 from ._methods import (
     IncrementalFourDVar as IncrementalFourDVar,
@@ -130,6 +124,7 @@ from ._metrics import (
 from ._obs import (
     AbstractObsOperator as AbstractObsOperator,
 )
+from ._obs import BilinearObs as BilinearObs
 from ._obs import (
     LinearObs as LinearObs,
 )
@@ -139,6 +134,10 @@ from ._obs import (
 from ._obs import (
     SubsetObs as SubsetObs,
 )
+from ._obs import gridded_points as gridded_points
+from ._obs import station_points as station_points
+from ._obs import swath_points as swath_points
+from ._obs import swath_schedule as swath_schedule
 from ._problems import (
     CycledProblem as CycledProblem,
 )
@@ -163,5 +162,7 @@ from ._problems import (
 from ._problems import (
     observe as observe,
 )
+from ._problems import perturbed_ensemble as perturbed_ensemble
+from ._qg import QuasiGeostrophic as QuasiGeostrophic
 
 __version__ = "0.1.0"

@@ -198,3 +198,18 @@ def cycled_problem(
         noise = first_guess_std * jax.random.normal(k_guess, truth[0].shape, truth.dtype)
     guess = truth[0] + noise
     return CycledProblem(truth=truth, obs=ObsWindow(obs.values, mask), first_background=guess)
+
+
+def perturbed_ensemble(model: AbstractForwardModel, x, key, members: int, std: float):
+    """`members` initial states around `x`: member 0 is `x`, the others `x` plus noise of
+    standard deviation `std` (the model's own smooth `perturbation` for a field model).
+    **Returns** `(members, n)`."""
+    keys = jax.random.split(key, members)
+
+    def one(k):
+        if hasattr(model, "perturbation"):
+            return model.perturbation(k, std).astype(x.dtype)
+        return std * jax.random.normal(k, x.shape, x.dtype)
+
+    noise = jax.vmap(one)(keys)
+    return x[None] + noise.at[0].set(0.0)
