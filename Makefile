@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p runs
-	cd bench && ../$(PY) window.py --write && ../$(PY) cycled.py --write && ../$(PY) tune_b.py --write && ../$(PY) store.py --write && ../$(PY) pipeline.py --write
+	cd bench && ../$(PY) window.py --write && ../$(PY) cycled.py --write && ../$(PY) tune_b.py --write && ../$(PY) store.py --write && ../$(PY) pipeline.py --write && ../$(PY) scaling.py --write
 	@echo "results: bench/RESULTS.md"
 
 test: $(STAMP)

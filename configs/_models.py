@@ -425,9 +425,10 @@ class ExperimentConfig(_Config):
                     f"covariance kind {cov.kind} would form a {n} × {n} matrix for the qg "
                     "model: use spectral (or scaled_identity)"
                 )
-            if not two_d and cov.kind == "spectral":
+            if cov.kind == "spectral" and self.model.name not in ("qg", "lorenz96"):
                 raise ValueError(
-                    f"covariance kind spectral is for a 2-D grid, not {self.model.name}"
+                    "covariance kind spectral is for a homogeneous periodic grid (qg, or the "
+                    f"lorenz96 ring), not {self.model.name}"
                 )
         if (
             two_d

@@ -57,7 +57,8 @@ def build_covariance(cov, model, seed: int = 0) -> vc.AbstractCovariance:
     if cov.kind == "diagonal":
         return vc.DiagonalCovariance(cov.variances)
     if cov.kind == "spectral":
-        return vc.SpectralCovariance(model.grid_shape, cov.length_scale, cov.variance)
+        shape = getattr(model, "grid_shape", (model.state_size,))  # a 2-D field or a ring
+        return vc.SpectralCovariance(shape, cov.length_scale, cov.variance)
     if cov.kind == "periodic":
         return vc.periodic_covariance(n, cov.length_scale, cov.variance, cov.kernel)
     climate = vc.nature_run(model, jax.random.PRNGKey(seed), cov.climate_steps, 1000)

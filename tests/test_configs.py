@@ -154,3 +154,67 @@ def test_store_identity_ignores_operational_settings():
         base | {"cycling": base["cycling"] | {"window_steps": 2}},
     ):
         assert configs.identity_text(configs.parse_config(science)) != ident
+
+
+QG = (SHIPPED[0].parent / "qg-3dvar.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            "network: {kind: stations, count: 300, seed: 0}, ",
+            "",
+            r"qg-exp\.yaml: .*observations\.network is needed for the 2-D model qg",
+        ),
+        (
+            "network: {kind: stations, count: 300, seed: 0}",
+            "network: {kind: radar, count: 300}",
+            r"observations\.network: Input tag 'radar' found using 'kind' does not match",
+        ),
+        (
+            "prior_cov: {kind: spectral, variance: 0.001, length_scale: 4.0}",
+            "prior_cov: {kind: climatological, scale: 0.01}",
+            r"covariance kind climatological would form a 4096 × 4096 matrix for the qg model",
+        ),
+        ("ny: 64", "ny: 63", r"model\.ny: Input should be a multiple of 2"),
+        (
+            "source: synthetic, ",
+            "source: synthetic, locations: [1, 2], ",
+            r"observations\.locations and observations\.operator are for 1-D models",
+        ),
+    ],
+)
+def test_bad_2d_configs_name_the_key(tmp_path, old, new, message):
+    assert old in QG
+    path = tmp_path / "qg-exp.yaml"
+    path.write_text(QG.replace(old, new))
+    with pytest.raises(configs.ConfigError, match=message):
+        configs.load_config(path)
+
+
+def test_spectral_b_needs_a_homogeneous_grid(tmp_path):
+    two_level = (SHIPPED[0].parent / "l96-2l-4dvar.yaml").read_text()
+    data = __import__("yaml").safe_load(two_level)
+    data["method"]["prior_cov"] = {"kind": "spectral", "variance": 1.0, "length_scale": 2.0}
+    with pytest.raises(configs.ConfigError, match="spectral is for a homogeneous periodic grid"):
+        configs.parse_config(data, "two-level")
+
+
+def test_sweep_files(tmp_path):
+    base = SHIPPED[0].parent / "l96-3dvar.yaml"
+    ok = f"sweep: s\nbase: {base}\nfolder: {tmp_path}/out\ncycles: 4\nmembers:\n  a: {{}}\n"
+    (tmp_path / "s.yaml").write_text(ok)
+    sweep, members = configs.load_sweep(tmp_path / "s.yaml")
+    assert members["a"]["experiment"] == "s-a"
+    assert members["a"]["store"]["url"] == f"{tmp_path}/out/a.zarr"
+    bad_key = ok + "  b: {model: {name: lorenz96, K: 20}}\n"
+    (tmp_path / "s.yaml").write_text(bad_key)
+    with pytest.raises(configs.ConfigError, match=r"member b changes \['model'\]: members share"):
+        configs.load_sweep(tmp_path / "s.yaml")
+    bad_member = ok + "  c: {method: {name: weak_4dvar}}\n"
+    (tmp_path / "s.yaml").write_text(bad_member)
+    with pytest.raises(
+        configs.ConfigError, match=r"s\.yaml: member c: method\.prior_cov: Field required"
+    ):
+        configs.load_sweep(tmp_path / "s.yaml")

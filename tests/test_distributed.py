@@ -2,6 +2,8 @@
 stores on a real S3-compatible server (loopback): a sweep gives the same stores as its
 members run one by one; an ensemble's member 0 is the cycle's own product forecast."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr

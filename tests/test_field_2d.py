@@ -95,6 +95,11 @@ def test_spectral_covariance_is_a_covariance():
     # homogeneous: every point's correlation with its right neighbour is the same
     right = [C[i * 16 + j, i * 16 + (j + 1) % 16] for i in range(16) for j in range(16)]
     np.testing.assert_allclose(right, right[0], rtol=1e-10)
+    # on a ring (Lorenz-96) it is the dense periodic Gaussian B up to the distance used
+    # (minimum image here, the chord there)
+    ring = np.asarray(vc.SpectralCovariance(40, 2.0, 0.5).as_matrix())
+    dense = np.asarray(vc.periodic_covariance(40, 2.0, 0.5).as_matrix())
+    assert np.abs(ring - dense).max() < 0.01
 
 
 def test_bilinear_observations():

@@ -291,8 +291,9 @@ def climatological_covariance(
 
 
 class SpectralCovariance(AbstractCovariance):
-    """A stationary, homogeneous covariance on a doubly periodic `ny × nx` grid (states
-    flattened row-major), applied matrix-free with FFTs: `C v = σ² F⁻¹ S F v`.
+    """A stationary, homogeneous covariance on a periodic grid — a ring `(n,)` or a doubly
+    periodic `(ny, nx)` field, flattened row-major — applied matrix-free with FFTs:
+    `C v = σ² F⁻¹ S F v`.
 
     `S` is the spectrum of a Gaussian correlation of `length_scale` grid cells (periodic
     minimum-image distances), floored at `1e-8·max S` so that `C` is positive definite,
@@ -301,36 +302,37 @@ class SpectralCovariance(AbstractCovariance):
     """
 
     matrix_free: ClassVar[bool] = True
-    shape: tuple[int, int] = eqx.field(static=True)
+    shape: tuple[int, ...] = eqx.field(static=True)
     variance: float
-    spectrum: jax.Array  # S on the rfft2 half-plane, (ny, nx//2 + 1)
+    spectrum: jax.Array  # S on the rfftn half-space, (…, n_last//2 + 1)
 
     def __init__(self, shape, length_scale: float, variance: float = 1.0):
-        ny, nx = (int(s) for s in shape)
-        if ny < 2 or nx < 2:
-            raise ValueError(f"SpectralCovariance: shape must be 2-D, got {shape}")
+        shape = tuple(int(s) for s in np.atleast_1d(shape))
+        if len(shape) not in (1, 2) or min(shape) < 2:
+            raise ValueError(f"SpectralCovariance: shape must be (n,) or (ny, nx), got {shape}")
         if not length_scale > 0 or not variance > 0:
             raise ValueError(
                 "SpectralCovariance: length_scale and variance must be > 0, got "
                 f"{length_scale}, {variance}"
             )
-        dy = np.minimum(np.arange(ny), ny - np.arange(ny))[:, None]
-        dx = np.minimum(np.arange(nx), nx - np.arange(nx))[None, :]
-        kernel = np.exp(-0.5 * (dy**2 + dx**2) / length_scale**2)
-        full = np.real(np.fft.fft2(kernel))
+        axes = np.meshgrid(
+            *(np.minimum(np.arange(n), n - np.arange(n)) for n in shape), indexing="ij"
+        )
+        kernel = np.exp(-0.5 * sum(d.astype(float) ** 2 for d in axes) / length_scale**2)
+        full = np.real(np.fft.fftn(kernel))
         full = np.maximum(full, 1e-8 * full.max())
         full = full / full.mean()  # the diagonal of the circulant is the spectrum's mean
-        self.shape = (ny, nx)
+        self.shape = shape
         self.variance = float(variance)
-        self.spectrum = jnp.asarray(full[:, : nx // 2 + 1])
+        self.spectrum = jnp.asarray(full[..., : shape[-1] // 2 + 1])
 
     @property
     def size(self):
-        return self.shape[0] * self.shape[1]
+        return int(np.prod(self.shape))
 
     def _filter(self, v, multiplier):
         field = v.reshape(self.shape)
-        return jnp.fft.irfft2(multiplier * jnp.fft.rfft2(field), s=self.shape).reshape(v.shape)
+        return jnp.fft.irfftn(multiplier * jnp.fft.rfftn(field), s=self.shape).reshape(v.shape)
 
     def mv(self, v):
         return self._filter(v, self.variance * self.spectrum)
