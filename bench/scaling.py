@@ -205,6 +205,19 @@ def main():
             print(row, flush=True)
             lines.append(row)
         lines.append("")
+    if not args.cache_only:
+        lines += [
+            "Where growth is not linear, and why: the `dense` B costs O(n²) per product "
+            "(and O(n³) to factor once), so from K = 400 to 4000 its cycle grows far faster "
+            "than the state, while the spectral B, the models and the bilinear / subset H are "
+            "O(n) or O(n log n) (FFTs). For QG the time step shrinks with the grid (the same "
+            "CFL number) but each cycle has the same number of steps, so growth is the FFTs' "
+            "n log n plus the memory traffic of larger fields; 3DVar's L-BFGS iteration count "
+            "also varies with the size (the slowest of the window's batched minimisations "
+            "sets it). Timings on this 2-CPU machine vary by tens of per cent between runs "
+            "when anything else runs beside them.",
+            "",
+        ]
     rows = cache_rows(args.repeats)
     print("\n".join(rows))
     lines += [

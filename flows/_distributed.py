@@ -35,7 +35,7 @@ def dask_runner(address: str | None = None, n_workers: int = 2, threads_per_work
             "n_workers": n_workers,
             "threads_per_worker": threads_per_worker,
             "processes": True,
-            "dashboard_address": None,
+            "dashboard_address": ":0",
             # import the project once at worker start: task messages unpickled on two
             # threads at once would otherwise race through the same imports
             "preload": ["flows._distributed"],

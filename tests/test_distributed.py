@@ -28,7 +28,7 @@ def cluster():
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         preload=["flows._distributed"],
     ) as c:
         yield c.scheduler_address
