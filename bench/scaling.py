@@ -71,7 +71,7 @@ def measure(case, cycles: int, repeats: int) -> dict:
         cycles * WINDOW,
         jax.random.PRNGKey(0),
         spinup_steps=spin,
-        first_guess_std=0.1 * obs_std / 0.02 if isinstance(model, vc.QuasiGeostrophic) else 1.0,
+        first_guess_std=0.1 if isinstance(model, vc.QuasiGeostrophic) else 1.0,
         obs_every=OBS_EVERY if method_name != "3dvar" else WINDOW,
     )
 

@@ -69,8 +69,8 @@ class Lorenz96TwoLevelConfig(_ModelBase):
 
 
 class QGConfig(_ModelBase):
-    """The doubly periodic quasi-geostrophic model (`vardax_core.QuasiGeostrophic`): PV on
-    an `ny × nx` grid over `[0, 2π)²`."""
+    """The doubly periodic quasi-geostrophic model (`vardax_core.QuasiGeostrophic`): the
+    streamfunction on an `ny × nx` grid over `[0, 2π)²`."""
 
     name: Literal["qg"]
     ny: Annotated[int, Field(ge=8, multiple_of=2)] = 64
@@ -212,8 +212,8 @@ class ObservationsConfig(_Config):
 class CovarianceConfig(_Config):
     """`scaled_identity` (variance), `diagonal` (variances), `periodic` (variance,
     length_scale, kernel), `climatological` (scale·C_clim + nugget·I from a free run) or
-    `spectral` (variance, length_scale in grid cells: a Gaussian correlation on a 2-D
-    periodic grid applied with FFTs, never as a matrix)."""
+    `spectral` (variance, length_scale in grid cells: a Gaussian correlation on the qg
+    grid or the lorenz96 ring, applied with FFTs, never as a matrix)."""
 
     kind: Literal["scaled_identity", "diagonal", "periodic", "climatological", "spectral"]
     variance: Annotated[float, Field(gt=0)] | None = None

@@ -94,11 +94,6 @@ class Experiment:
 
         return self.axis.origin + pd.to_timedelta(np.arange(n_steps + 1) * self.step_seconds, "s")
 
-    @property
-    def grid_shape(self) -> tuple[int, ...] | None:
-        """`(ny, nx)` of a 2-D model's state (stored as `(…, y, x)`), else `None`."""
-        return getattr(self.cfg.model, "grid_shape", None)
-
     def fields(self, data: dict) -> dict:
         """Store variables with the states (`background`, `analysis`, `forecast`) shaped as
         the store's state dimensions (a 2-D model's flat states as `(…, y, x)` maps)."""
@@ -203,8 +198,8 @@ _STATES = ("background", "analysis", "forecast")
 
 
 def _state_dims(cfg, model) -> tuple[tuple[str, int], ...]:
-    if cfg.model.name == "qg":
-        return (("y", cfg.model.ny), ("x", cfg.model.nx))
+    if hasattr(model, "grid_shape"):  # a 2-D field, stored as maps
+        return tuple(zip(("y", "x"), model.grid_shape, strict=True))
     return (("component" if cfg.model.name == "lorenz63" else "site", model.state_size),)
 
 

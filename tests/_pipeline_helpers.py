@@ -41,3 +41,22 @@ def window_end_rmse(store_url, truth_url, n_cycles: int, spinup: int = 0) -> flo
     from flows._report import store_scores
 
     return store_scores(store_url, truth_url, spinup, n_cycles)["analysis"]
+
+
+def run_cycle_by_cycle_and_in_blocks(root, shipped: str, n_cycles: int, block: int, **changes):
+    """One OSSE of `shipped` (with `changes`) run through the cycling flow twice: cycle by
+    cycle into `root/store.zarr` and in blocks of `block` into `root/block.zarr`.
+    **Returns** (config, block config, per-cycle flow output, block flow output)."""
+    import storage
+    import tasks
+    from flows import _flows
+
+    per_cycle = experiment_config(root, shipped, **changes)
+    blocked = experiment_config(
+        root, shipped, "block.yaml", store__url=str(root / "block.zarr"), **changes
+    )
+    _flows.simulate_flow(str(per_cycle), n_cycles, 0)
+    last = storage.cycle_id(tasks.experiment(per_cycle).axis.point(n_cycles - 1))
+    out_cycle = _flows.cycling_flow(str(per_cycle), end=last)
+    out_block = _flows.cycling_flow(str(blocked), end=last, block=block)
+    return per_cycle, blocked, out_cycle, out_block

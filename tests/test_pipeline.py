@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from _pipeline_helpers import experiment_config, store_arrays, window_end_rmse
+from _pipeline_helpers import (
+    experiment_config,
+    run_cycle_by_cycle_and_in_blocks,
+    store_arrays,
+    window_end_rmse,
+)
 
 import storage
 import tasks
@@ -18,17 +23,10 @@ N = 16
 @pytest.fixture(scope="module")
 def l96_runs(prefect_api, tmp_path_factory):
     """One OSSE of l96-4dvar, run cycle by cycle and in blocks (into two stores)."""
-    root = tmp_path_factory.mktemp("l96")
-    per_cycle = experiment_config(root, "l96-4dvar", experiment="pipe-l96")
-    block = experiment_config(
-        root, "l96-4dvar", "block.yaml", experiment="pipe-l96", store__url=str(root / "block.zarr")
-    )
-    _flows.simulate_flow(str(per_cycle), N, 0)
-    last = storage.cycle_id(tasks.experiment(per_cycle).axis.point(N - 1))
-    out_cycle = _flows.cycling_flow(str(per_cycle), end=last)
     # block mode, with blocks of 6: two whole blocks and a partial one
-    out_block = _flows.cycling_flow(str(block), end=last, block=6)
-    return per_cycle, block, out_cycle, out_block
+    return run_cycle_by_cycle_and_in_blocks(
+        tmp_path_factory.mktemp("l96"), "l96-4dvar", N, 6, experiment="pipe-l96"
+    )
 
 
 def test_pipeline_reproduces_the_pure_jax_loop(l96_runs):

@@ -6,9 +6,8 @@ maps with their coordinates for plain xarray; the report draws the maps."""
 import numpy as np
 import pytest
 import xarray as xr
-from _pipeline_helpers import experiment_config, store_arrays, window_end_rmse
+from _pipeline_helpers import run_cycle_by_cycle_and_in_blocks, store_arrays, window_end_rmse
 
-import storage
 import tasks
 from flows import _flows
 from flows._report import write_report
@@ -18,7 +17,6 @@ N = 6
 
 @pytest.fixture(scope="module")
 def qg_runs(prefect_api, tmp_path_factory):
-    root = tmp_path_factory.mktemp("qg")
     small = dict(
         experiment="pipe-qg",
         model={"name": "qg", "ny": 32, "nx": 32, "dt": 0.05},
@@ -28,15 +26,9 @@ def qg_runs(prefect_api, tmp_path_factory):
         cycling__lead_steps=[0, 20],
         cycling__spinup_steps=1500,
     )
-    per_cycle = experiment_config(root, "qg-incremental4dvar", **small)
-    block = experiment_config(
-        root, "qg-incremental4dvar", "block.yaml", store__url=str(root / "block.zarr"), **small
+    return run_cycle_by_cycle_and_in_blocks(
+        tmp_path_factory.mktemp("qg"), "qg-incremental4dvar", N, 4, **small
     )
-    _flows.simulate_flow(str(per_cycle), N, 0)
-    last = storage.cycle_id(tasks.experiment(per_cycle).axis.point(N - 1))
-    out_cycle = _flows.cycling_flow(str(per_cycle), end=last)
-    out_block = _flows.cycling_flow(str(block), end=last, block=4)
-    return per_cycle, block, out_cycle, out_block
 
 
 def test_2d_pipeline_reproduces_the_pure_jax_loop(qg_runs):

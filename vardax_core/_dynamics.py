@@ -110,6 +110,17 @@ class AbstractForwardModel(eqx.Module):
                 f"{self.state_size}: expected shape ({self.state_size},)"
             )
 
+    def random_state(self, key, scale=1.0) -> State:
+        """A random state to spin a nature run up from: `N(0, scale²)` per component
+        (a field model overrides it with a smooth field)."""
+        return scale * jax.random.normal(key, (self.state_size,))
+
+    def perturbation(self, key, std) -> State:
+        """Random noise of standard deviation `std` to add to a state (a first guess, an
+        ensemble member): white by default; a field model's is smooth, since white noise
+        at the grid scale is not a state its dynamics can take."""
+        return std * jax.random.normal(key, (self.state_size,))
+
     def step(self, x: State) -> State:
         """The one-step map `x(t) ↦ x(t + dt)`."""
         return self.rollout(x, 1)[1]

@@ -16,10 +16,7 @@ def nature_run(model: AbstractForwardModel, key, n_steps: int, spinup_steps: int
 
     **Returns** `(n_steps + 1, n)`.
     """
-    if hasattr(model, "random_state"):  # a field model's own smooth random start
-        x0 = model.random_state(key, scale)
-    else:
-        x0 = scale * jax.random.normal(key, (model.state_size,))
+    x0 = model.random_state(key, scale)
     if isinstance(model, Lorenz63):
         x0 = x0 + jnp.array([0.0, 0.0, 25.0])
     x_start = model.rollout(x0, spinup_steps)[-1] if spinup_steps else x0
@@ -192,24 +189,12 @@ def cycled_problem(
     obs = observe(obs_operator, truth, obs_std, k_obs, obs_every)
     mask = obs.mask if seen is None else obs.mask & jnp.asarray(seen)
     mask = mask.at[0].set(False)
-    if hasattr(model, "perturbation"):  # a field model's own smooth noise
-        noise = model.perturbation(k_guess, first_guess_std).astype(truth.dtype)
-    else:
-        noise = first_guess_std * jax.random.normal(k_guess, truth[0].shape, truth.dtype)
-    guess = truth[0] + noise
+    guess = truth[0] + model.perturbation(k_guess, first_guess_std).astype(truth.dtype)
     return CycledProblem(truth=truth, obs=ObsWindow(obs.values, mask), first_background=guess)
 
 
 def perturbed_ensemble(model: AbstractForwardModel, x, key, members: int, std: float):
     """`members` initial states around `x`: member 0 is `x`, the others `x` plus noise of
-    standard deviation `std` (the model's own smooth `perturbation` for a field model).
-    **Returns** `(members, n)`."""
-    keys = jax.random.split(key, members)
-
-    def one(k):
-        if hasattr(model, "perturbation"):
-            return model.perturbation(k, std).astype(x.dtype)
-        return std * jax.random.normal(k, x.shape, x.dtype)
-
-    noise = jax.vmap(one)(keys)
-    return x[None] + noise.at[0].set(0.0)
+    standard deviation `std` (the model's `perturbation`). **Returns** `(members, n)`."""
+    noise = jax.vmap(lambda k: model.perturbation(k, std))(jax.random.split(key, members))
+    return x[None] + noise.astype(x.dtype).at[0].set(0.0)

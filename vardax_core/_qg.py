@@ -90,8 +90,7 @@ class QuasiGeostrophic(AbstractForwardModel):
 
     def perturbation(self, key, std):
         """Smooth random noise of standard deviation `std` (white noise kept at wavenumbers
-        below 8): a perturbation of `ψ` the dynamics can take (white noise in `ψ` is
-        grid-scale noise of size `K²·std` in the PV)."""
+        below 8): white noise in `ψ` would be grid-scale PV noise of size `K²·std`."""
         KY, KX, *_ = self._spectral()
         noise = jax.random.normal(key, self.grid_shape)
         smooth = jnp.fft.irfft2(
