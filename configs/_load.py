@@ -143,3 +143,27 @@ def identity_text(config: ExperimentConfig) -> str:
     with a default does not orphan the store, while a change to the science is refused."""
     data = config.model_dump(mode="json", include=_IDENTITY, exclude_defaults=True)
     return yaml.safe_dump(data, sort_keys=True)
+
+
+# What a learned method's parameters depend on: the model, the observation layout, the
+# window, and the method's architecture and training. A checkpoint records its hash.
+_LAYOUT = {
+    "model": True,
+    "method": {"name", "network", "training", "prior_cov"},
+    "cycling": {"window_steps"},
+    "observations": {"locations", "network", "operator", "error_std", "every_steps"},
+}
+
+
+def learned_layout(config: ExperimentConfig) -> dict:
+    """The parts of a config a learned method's checkpoint is only valid for."""
+    return config.model_dump(mode="json", include=_LAYOUT)
+
+
+def layout_hash(config: ExperimentConfig) -> str:
+    """A short hash of `learned_layout` (what a checkpoint records and `run` checks)."""
+    import hashlib
+    import json
+
+    text = json.dumps(learned_layout(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

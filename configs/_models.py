@@ -239,8 +239,50 @@ class CovarianceConfig(_Config):
         return self
 
 
+LEARNED_METHODS = ("fourdvarnet", "amortized")
+
+
+class NetworkConfig(_Config):
+    """The architecture of a learned method. FourDVarNet: `prior` (`bilinear`, `conv`,
+    `mlp`, `identity`; 2-D models: `bilinear`, `identity`), `latent_dim`, `hidden_dim`
+    (ConvLSTM channels), `n_solver_steps`, `gradient_mode` (`unrolled`, `one_step`,
+    `implicit`). Amortized: `context_dim`, `hidden_dim`, `depth` of the MLPs."""
+
+    prior: Literal["bilinear", "conv", "mlp", "identity"] = "bilinear"
+    latent_dim: Annotated[int, Field(ge=1)] = 16
+    hidden_dim: Annotated[int, Field(ge=1)] = 32
+    n_solver_steps: Annotated[int, Field(ge=2)] = 10
+    gradient_mode: Literal["unrolled", "one_step", "implicit"] = "unrolled"
+    context_dim: Annotated[int, Field(ge=1)] = 64
+    depth: Annotated[int, Field(ge=1)] = 2
+    seed: int = 0
+
+
+class TrainingConfig(_Config):
+    """Training of a learned method (`vardax-cycle train`): `n_train` simulated windows
+    (truth, observations, background) from the experiment's model and observation layout,
+    `steps` Adam steps on minibatches of `batch_size`, validation on `n_validation` other
+    windows, the held-out check against the oracle on `n_heldout` more, and (amortized)
+    simulation-based calibration on `n_sbc` more."""
+
+    n_train: Annotated[int, Field(ge=1)] = 512
+    n_validation: Annotated[int, Field(ge=1)] = 64
+    n_heldout: Annotated[int, Field(ge=1)] = 32
+    n_sbc: Annotated[int, Field(ge=10)] = 256
+    steps: Annotated[int, Field(ge=1)] = 1000
+    learning_rate: Annotated[float, Field(gt=0)] = 3e-3
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    seed: int = 1000
+    log_every: Annotated[int, Field(ge=1)] = 50
+    end_weight: Annotated[float, Field(ge=0)] = 1.0
+    """FourDVarNet: extra weight of the window's last state in the loss (the cycle hands it
+    on to the next window)."""
+
+
 class MethodConfig(_Config):
-    name: Literal["oi", "3dvar", "strong_4dvar", "weak_4dvar", "incremental_4dvar"]
+    name: Literal[
+        "oi", "3dvar", "strong_4dvar", "weak_4dvar", "incremental_4dvar", *LEARNED_METHODS
+    ]
     prior_cov: CovarianceConfig
     model_error_cov: CovarianceConfig | None = None
     minimiser: Literal["bfgs", "lbfgs", "nonlinear_cg", "levenberg_marquardt"] | None = None
@@ -249,9 +291,32 @@ class MethodConfig(_Config):
     max_steps: Annotated[int, Field(ge=1)] = 500
     n_outer: Annotated[int, Field(ge=1)] = 10
     n_inner: Annotated[int, Field(ge=1)] = 50
+    network: NetworkConfig | None = None
+    training: TrainingConfig | None = None
+    checkpoint: str | None = None
+    """Where `vardax-cycle train` writes the learned method's parameters (default
+    `<method>.eqx` beside the store; its metadata in `<checkpoint>.json`)."""
+
+    @property
+    def learned(self) -> bool:
+        return self.name in LEARNED_METHODS
 
     @model_validator(mode="after")
     def _combination(self):
+        if self.learned:
+            if self.minimiser is not None:
+                raise ValueError(f"{self.name} is learned: it takes no minimiser")
+            if self.network is None:
+                object.__setattr__(self, "network", NetworkConfig())
+            if self.training is None:
+                object.__setattr__(self, "training", TrainingConfig())
+        else:
+            for key in ("network", "training", "checkpoint"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"method.{key} is for the learned methods {LEARNED_METHODS}, "
+                        f"not {self.name}"
+                    )
         if self.name == "weak_4dvar" and self.model_error_cov is None:
             raise ValueError("weak_4dvar needs model_error_cov (the model-error covariance Q)")
         if self.name != "weak_4dvar" and self.model_error_cov is not None:
@@ -325,10 +390,28 @@ class StoreConfig(_Config):
         return self
 
 
+class OracleConfig(_Config):
+    """The oracle gate of a learned method: at least `min_fraction` of the analysed states
+    at the window times `at` (`start`, `end`, `all`) lie within `k` standard deviations of
+    strong 4DVar's Laplace posterior (its analysis and Gauss–Newton covariance). On failure
+    `on_failure` says what the cycle hands on."""
+
+    k: Annotated[float, Field(gt=0)] = 3.0
+    min_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9
+    at: Literal["start", "end", "all"] = "end"
+    max_steps: Annotated[int, Field(ge=1)] = 200
+    on_failure: Literal["oracle", "background"] = "oracle"
+    """What a cycle hands on when the learned analysis fails the oracle gate: the oracle's
+    analysis (the cycle is `degraded`, the classical method having taken over) or, as for
+    any failed gate, the background under `gates.policy`."""
+
+
 class GateConfig(_Config):
     """The gate of step 4: a finite analysis, innovation χ²/dof of the background within
-    `chi2_dof`, every increment within `increment_sigma`·σ_b; on failure `policy`."""
+    `chi2_dof`, every increment within `increment_sigma`·σ_b; for a learned method the
+    oracle (`oracle`, on by default with its defaults); on failure `policy`."""
 
+    oracle: OracleConfig | None = None
     chi2_dof: Pair = (0.05, 20.0)
     increment_sigma: Annotated[float, Field(gt=0)] = 10.0
     policy: Literal["fallback", "halt"] = "fallback"
@@ -373,6 +456,9 @@ class ExpectedConfig(_Config):
     """The analysis RMSE is at most this fraction of the background's."""
     cycles: Annotated[int, Field(ge=1)] = 100
     spinup_cycles: Annotated[int, Field(ge=0)] = 20
+    gate_pass: Annotated[float, Field(ge=0, le=1)] = 0.99
+    """The fraction of cycles the experiment's own gate passes (a learned method's oracle
+    gate rejects some)."""
 
 
 class ExperimentConfig(_Config):
@@ -442,6 +528,33 @@ class ExperimentConfig(_Config):
             raise ValueError(
                 "strong_4dvar on the qg model needs a gradient minimiser (lbfgs, bfgs, "
                 "nonlinear_cg): Levenberg-Marquardt forms the Jacobian; or use incremental_4dvar"
+            )
+        if self.method.learned and self.gates.oracle is None and not two_d:
+            object.__setattr__(
+                self, "gates", self.gates.model_copy(update={"oracle": OracleConfig()})
+            )
+        if two_d and self.gates.oracle is not None:
+            raise ValueError(
+                "gates.oracle forms the oracle's n × n posterior covariance: not for the qg "
+                f"model ({n} state variables)"
+            )
+        if two_d and self.method.name == "amortized":
+            raise ValueError(
+                "method amortized predicts every state of the window with an MLP: for the "
+                "Lorenz models; on the qg model use fourdvarnet"
+            )
+        if (
+            two_d
+            and self.method.learned
+            and self.method.network.prior
+            not in (
+                "bilinear",
+                "identity",
+            )
+        ):
+            raise ValueError(
+                f"method.network.prior {self.method.network.prior} is for 1-D states; a 2-D "
+                "FourDVarNet takes bilinear or identity"
             )
         if two_d:
             return self._window_check()

@@ -114,6 +114,7 @@ def cycling_flow(
     **Returns** counts of the statuses written and the wall time.
     """
     exp = tasks.experiment(config)
+    exp.require_method()  # a learned method without its checkpoint: say so before starting
     log = get_run_logger()
     first = exp.point(start) if start else exp.axis.origin
     last = exp.point(end) if end else first

@@ -177,6 +177,64 @@ def simulate(
 
 
 @app.command()
+def train(config: _Config) -> None:
+    """Trains the config's learned method (fourdvarnet, amortized) on windows simulated from
+    its model and observation layout, checks it on held-out windows against strong 4DVar's
+    posterior (and the amortized posterior's calibration), and writes the checkpoint beside
+    the store; `run` then loads it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    import storage
+    from flows import _train
+
+    exp = _load(config)
+    if not exp.cfg.method.learned:
+        console.print(f"[red]{config}: method {exp.cfg.method.name} is not learned[/red]")
+        raise typer.Exit(code=2)
+    _server_note()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    bar = progress.add_task(f"{exp.name} train", total=None, last="starting Prefect…")
+
+    def tick(row):
+        val = row.get("val_loss")
+        last = f"loss {row['loss']:.4g}" + (f", validation {val:.4g}" if val is not None else "")
+        progress.update(bar, completed=row["step"], total=row["total"], last=last)
+
+    _train.set_progress(tick)
+    try:
+        with progress:
+            out = _train.train_flow(str(config))
+    except (storage.StoreError, ValueError, FloatingPointError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(code=2) from None
+    finally:
+        _train.set_progress(None)
+    table = Table(title=f"{exp.name}: {exp.cfg.method.name} on held-out windows")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in out.items():
+        if key not in ("history", "checkpoint"):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(f"checkpoint: {out['checkpoint']}")
+
+
+@app.command()
 def run(
     config: _Config,
     cycles: Annotated[int, typer.Option(min=1, help="cycles from START (without --end)")] = 40,

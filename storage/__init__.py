@@ -1,5 +1,9 @@
 """storage: every Zarr, xarray, fsspec and file-format access of vardax-cycle."""
 
+from ._checkpoints import CheckpointError as CheckpointError
+from ._checkpoints import read_checkpoint as read_checkpoint
+from ._checkpoints import read_checkpoint_metadata as read_checkpoint_metadata
+from ._checkpoints import write_checkpoint as write_checkpoint
 from ._cycles import CycleAxis as CycleAxis
 from ._cycles import cycle_id as cycle_id
 from ._cycles import iso as iso

@@ -22,6 +22,7 @@ DIAGNOSTICS = {
     "innovation_mean": "float64",
     "innovation_chi2_dof": "float64",
     "increment_max_sigma": "float64",
+    "oracle_max_sigma": "float64",
     "cost_before": "float64",
     "cost_after": "float64",
     "iterations": "int32",

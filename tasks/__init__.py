@@ -27,6 +27,7 @@ from ._build import osse_problem as osse_problem  # noqa: E402
 from ._experiment import B_SEED as B_SEED  # noqa: E402
 from ._experiment import Experiment as Experiment  # noqa: E402
 from ._experiment import experiment as experiment  # noqa: E402
+from ._experiment import forget as forget  # noqa: E402
 from ._experiment import open_writer as open_writer  # noqa: E402
 from ._experiment import writer as writer  # noqa: E402
 from ._steps import CycleHalted as CycleHalted  # noqa: E402

@@ -65,11 +65,20 @@ def build_covariance(cov, model, seed: int = 0) -> vc.AbstractCovariance:
     return vc.climatological_covariance(climate, cov.scale, cov.nugget)
 
 
-def build_method(cfg, model, obs_operator, seed: int = 0) -> vc.AbstractAnalysisMethod:
-    """The configured analysis method (`cfg`: the experiment config)."""
-    m = cfg.method
-    B = build_covariance(m.prior_cov, model, seed)
+def build_covariances(cfg, model, obs_operator, seed: int = 0):
+    """`(B, R)` of the experiment."""
+    B = build_covariance(cfg.method.prior_cov, model, seed)
     R = vc.ScaledIdentityCovariance(obs_operator.obs_size, cfg.observations.error_std**2)
+    return B, R
+
+
+def build_method(cfg, model, obs_operator, seed: int = 0) -> vc.AbstractAnalysisMethod:
+    """The configured classical analysis method (`cfg`: the experiment config); a learned
+    one comes from its checkpoint (`tasks._learned`)."""
+    m = cfg.method
+    if m.learned:
+        raise ValueError(f"build_method: {m.name} is learned; load it from its checkpoint")
+    B, R = build_covariances(cfg, model, obs_operator, seed)
     kw = dict(obs_operator=obs_operator, prior_cov=B, obs_cov=R)
     minimiser = (
         {}

@@ -22,7 +22,8 @@ import configs
 import storage
 import vardax_core as vc
 
-from ._build import build_method, build_model, build_obs_operator
+from . import _learned as learned
+from ._build import build_covariances, build_method, build_model, build_obs_operator
 
 B_SEED = 1
 """Seed of the free run a climatological B is estimated from (not the OSSE truth's)."""
@@ -37,7 +38,7 @@ class Experiment:
     config_text: str
     model: vc.AbstractForwardModel
     obs_operator: vc.AbstractObsOperator
-    method: vc.AbstractAnalysisMethod
+    method: vc.AbstractAnalysisMethod  # or `MissingCheckpoint` for an untrained learned one
     gate: vc.Gate
     check: vc.BackgroundCheck
     layout: storage.StoreLayout
@@ -109,9 +110,16 @@ class Experiment:
         """`(steps+1, n)` model trajectory from `x` (step 2: the background)."""
         return np.asarray(_rollout(self.model, jnp.asarray(x), steps))
 
+    def require_method(self) -> None:
+        """Raises `storage.CheckpointError` (what is missing and how to train it) when the
+        learned method has no usable checkpoint."""
+        if isinstance(self.method, learned.MissingCheckpoint):
+            raise storage.CheckpointError(self.method.message)
+
     def analyse(self, background, values, mask) -> tuple[vc.Analysis, np.ndarray]:
         """Step 3: the background check, then the method. **Returns** the analysis and the
         mask of the observations it assimilated."""
+        self.require_method()
         return _analyse(self.check, self.method, jnp.asarray(background), values, mask)
 
     def judge(self, background, analysis, values, mask):
@@ -133,6 +141,7 @@ class Experiment:
     def run_block(self, x_start, values, mask, n_cycles: int):
         """Block mode: `n_cycles` back-to-back cycles in one `lax.scan` (gate and background
         check inside); **returns** `(CycleOutput, product forecasts)`."""
+        self.require_method()
         return _block(
             self.model,
             self.method,
@@ -207,7 +216,15 @@ def _build(path: str) -> Experiment:
     cfg = configs.load_config(path)
     model = build_model(cfg.model)
     H = build_obs_operator(cfg, model)
-    method = build_method(cfg, model, H, seed=B_SEED)
+    B, R = build_covariances(cfg, model, H, seed=B_SEED)
+    if cfg.method.learned:
+        try:
+            net, _ = learned.load(cfg, path, model, H)
+            method = learned.as_method(cfg, net, H, B, R)
+        except storage.CheckpointError as err:  # `simulate` and `train` need no network
+            method = learned.MissingCheckpoint(str(err))
+    else:
+        method = build_method(cfg, model, H, seed=B_SEED)
     axis = storage.CycleAxis.parse(cfg.cycling.origin, cfg.cycling.interval)
     interval_s = int(axis.interval.total_seconds())
     W = cfg.cycling.window_steps
@@ -220,11 +237,13 @@ def _build(path: str) -> Experiment:
     obs_cfg = cfg.observations
     gate = vc.Gate(
         H,
-        method.prior_cov,
-        method.obs_cov,
+        B,
+        R,
         chi2_dof_bounds=tuple(cfg.gates.chi2_dof),
         increment_sigma=cfg.gates.increment_sigma,
         increment_at="all" if cfg.method.name in ("oi", "3dvar") else "start",
+        oracle=learned.oracle(cfg, model, H, B, R),
+        oracle_fallback=learned.oracle_fallback(cfg),
     )
     check = vc.BackgroundCheck(
         H, obs_cfg.error_std, obs_cfg.qc.background_std, obs_cfg.qc.gross_error_k
@@ -263,6 +282,14 @@ def _build(path: str) -> Experiment:
 
 _cache: dict[tuple, Experiment] = {}
 _cache_lock = threading.Lock()
+
+
+def forget(path) -> None:
+    """Drops the cached experiment of a config (after training wrote its checkpoint)."""
+    target = os.path.abspath(str(path))
+    with _cache_lock:
+        for key in [k for k in _cache if k[0] == target]:
+            del _cache[key]
 
 
 def experiment(path) -> Experiment:

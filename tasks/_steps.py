@@ -321,7 +321,21 @@ def verdict_of(
             f"increment {report['increment_max_sigma']:.3g} sigma_b above "
             f"{exp.cfg.gates.increment_sigma}"
         )
+    oracle = exp.cfg.gates.oracle
+    if oracle is not None and not report.get("oracle_fraction", 1.0) >= oracle.min_fraction:
+        problems.append(
+            f"{report['oracle_fraction']:.0%} of the analysis within {oracle.k} sigma of the "
+            f"strong-4DVar oracle (needs {oracle.min_fraction:.0%}; worst "
+            f"{report['oracle_max_sigma']:.3g} sigma)"
+        )
     what = "; ".join(problems) or "the background is not finite"
+    if exp.gate.oracle_fallback and report.get("oracle_finite", False):
+        return (
+            "degraded",
+            f"gate: {what}; handed on the strong-4DVar oracle's analysis "
+            "(gates.oracle.on_failure oracle)",
+            GATE_FAILED,
+        )
     if exp.cfg.gates.policy == "halt":
         return "failed", f"gate: {what} (policy halt)", GATE_FAILED
     return "degraded", f"gate: {what}; carried the background (policy fallback)", GATE_FAILED
@@ -343,6 +357,10 @@ def _report_dict(report: vc.GateReport, i=None) -> dict:
         "innovation_mean": float(pick(report.innovation_mean)),
         "increment_max_sigma": float(pick(report.increment_max_sigma)),
         "n_obs": int(pick(report.n_obs)),
+        "oracle_max_sigma": float(pick(report.oracle_max_sigma)),
+        "oracle_fraction": float(pick(report.oracle_fraction)),
+        "oracle_finite": report.oracle_trajectory is not None
+        and bool(np.all(np.isfinite(pick(report.oracle_trajectory)))),
     }
 
 
@@ -417,6 +435,7 @@ def cycle_record(
         "innovation_mean": rep.get("innovation_mean", np.nan),
         "innovation_chi2_dof": rep.get("chi2_dof", np.nan),
         "increment_max_sigma": rep.get("increment_max_sigma", np.nan),
+        "oracle_max_sigma": rep.get("oracle_max_sigma", np.nan),
         "n_obs": int(np.sum(used_mask)),
         "gate_verdict": verdict.gate_code,
         **analysis,
@@ -493,6 +512,7 @@ def cycle_artifacts(exp: Experiment, cycle: str, data: dict, verdict: Verdict) -
         "innovation_mean",
         "innovation_chi2_dof",
         "increment_max_sigma",
+        "oracle_max_sigma",
         "cost_before",
         "cost_after",
         "iterations",

@@ -18,6 +18,7 @@ def test_every_method_and_model_is_shipped():
         "strong_4dvar",
         "weak_4dvar",
         "incremental_4dvar",
+        "fourdvarnet",
     }
     assert {c.model.name for c in loaded} == {"lorenz63", "lorenz96", "lorenz96_two_level", "qg"}
     assert all(c.expected.analysis_rmse is not None for c in loaded)
@@ -25,11 +26,20 @@ def test_every_method_and_model_is_shipped():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_config_reaches_its_stated_rmse(path):
+def test_shipped_config_reaches_its_stated_rmse(path, request, tmp_path):
     """With the pipeline's numerics (the same background check, method and gate, in the
     pure-JAX loop the block task runs; cycle by cycle gives the same bits), on the config's
-    own OSSE."""
+    own OSSE. A learned method is first trained by the train flow with the config's own
+    training settings (into a copy of the config under `tmp_path`)."""
     cfg = configs.load_config(path)
+    if cfg.method.learned:
+        from _pipeline_helpers import experiment_config
+
+        from flows._train import train_flow
+
+        request.getfixturevalue("prefect_api")
+        path = experiment_config(tmp_path, path.stem)
+        train_flow(str(path))
     spinup = cfg.expected.spinup_cycles
     scores = reference_scores(str(path), spinup + cfg.expected.cycles, seed=0, spinup=spinup)
     rmse_a, rmse_b, out = scores["analysis"], scores["background"], scores["output"]
@@ -39,7 +49,8 @@ def test_shipped_config_reaches_its_stated_rmse(path):
     assert rmse_a < rmse_b
     if cfg.expected.background_ratio is not None:
         assert rmse_a <= cfg.expected.background_ratio * rmse_b
-    assert passed >= 0.99  # a sound configuration is rarely stopped by its own gate
+    # a sound configuration is rarely stopped by its own gate (learned ones state how often)
+    assert passed >= cfg.expected.gate_pass
 
 
 def _write(tmp_path, text):

@@ -1,5 +1,11 @@
 """vardax_core: the pure-JAX science of vardax-cycle (no I/O, no Prefect, no xarray)."""
 
+from ._amortized import AmortizedConfig as AmortizedConfig
+from ._amortized import AmortizedPosterior as AmortizedPosterior
+from ._amortized import MLPObsEncoder as MLPObsEncoder
+from ._amortized import RegressionHead as RegressionHead
+from ._amortized import amortized_posterior as amortized_posterior
+from ._amortized import gaussian_nll as gaussian_nll
 from ._analysis import (
     AbstractAnalysisMethod as AbstractAnalysisMethod,
 )
@@ -94,6 +100,25 @@ from ._dynamics import (
 )
 from ._gates import Gate as Gate
 from ._gates import GateReport as GateReport
+from ._learned import GRADIENT_MODES as GRADIENT_MODES
+from ._learned import AbstractPrior as AbstractPrior
+from ._learned import Batch1D as Batch1D
+from ._learned import Batch2D as Batch2D
+from ._learned import Batch2DMultivar as Batch2DMultivar
+from ._learned import BilinAEPrior as BilinAEPrior
+from ._learned import BilinAEPrior1D as BilinAEPrior1D
+from ._learned import BilinAEPrior2D as BilinAEPrior2D
+from ._learned import BilinAEPrior2DMultivar as BilinAEPrior2DMultivar
+from ._learned import ConvAEPrior1D as ConvAEPrior1D
+from ._learned import ConvLSTM as ConvLSTM
+from ._learned import FourDVarNet as FourDVarNet
+from ._learned import FourDVarNet1D as FourDVarNet1D
+from ._learned import FourDVarNet2D as FourDVarNet2D
+from ._learned import IdentityPrior as IdentityPrior
+from ._learned import MLPAEPrior1D as MLPAEPrior1D
+from ._learned import OneStepAdjoint as OneStepAdjoint
+from ._learned_methods import AmortizedMethod as AmortizedMethod
+from ._learned_methods import FourDVarNetMethod as FourDVarNetMethod
 from ._methods import (
     IncrementalFourDVar as IncrementalFourDVar,
 )
@@ -138,6 +163,13 @@ from ._obs import gridded_points as gridded_points
 from ._obs import station_points as station_points
 from ._obs import swath_points as swath_points
 from ._obs import swath_schedule as swath_schedule
+from ._posterior import LaplacePosterior as LaplacePosterior
+from ._posterior import PosteriorAgreement as PosteriorAgreement
+from ._posterior import SBCReport as SBCReport
+from ._posterior import default_statistics as default_statistics
+from ._posterior import laplace_posterior as laplace_posterior
+from ._posterior import rank_uniformity as rank_uniformity
+from ._posterior import simulation_based_calibration as simulation_based_calibration
 from ._problems import (
     CycledProblem as CycledProblem,
 )
@@ -164,5 +196,13 @@ from ._problems import (
 )
 from ._problems import perturbed_ensemble as perturbed_ensemble
 from ._qg import QuasiGeostrophic as QuasiGeostrophic
+from ._training import amortized_eval_step as amortized_eval_step
+from ._training import amortized_loss as amortized_loss
+from ._training import amortized_train_step as amortized_train_step
+from ._training import eval_step as eval_step
+from ._training import fit as fit
+from ._training import fourdvarnet_loss as fourdvarnet_loss
+from ._training import simulate_windows as simulate_windows
+from ._training import train_step as train_step
 
 __version__ = "0.1.0"

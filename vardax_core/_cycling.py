@@ -33,11 +33,19 @@ class BackgroundCheck(eqx.Module):
 
 def accepted_trajectory(background, analysis: Analysis, obs: ObsWindow, report=None):
     """The trajectory a cycle hands on: the analysis where the window had observations and
-    the gate (if any) passed it, else the background (forecast-only or fallback)."""
-    use = jnp.any(obs.mask)
+    the gate (if any) passed it, else the background (forecast-only or fallback) — or,
+    when the gate carries an oracle's analysis (`Gate(oracle_fallback=True)`), that one in
+    place of a rejected analysis, if it is finite."""
+    has_obs = jnp.any(obs.mask)
+    use = has_obs
     if report is not None:
         use = use & report.passed
-    return jnp.where(use, analysis.trajectory, background)
+    out = jnp.where(use, analysis.trajectory, background)
+    if report is not None and report.oracle_trajectory is not None:
+        oracle = report.oracle_trajectory
+        take = has_obs & ~report.passed & jnp.all(jnp.isfinite(oracle))
+        out = jnp.where(take, oracle, out)
+    return out
 
 
 class CycleOutput(eqx.Module):

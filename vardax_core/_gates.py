@@ -12,6 +12,7 @@ import lineax as lx
 from ._analysis import Analysis, ObsWindow, innovation_operators, innovation_solver
 from ._cov import AbstractCovariance
 from ._obs import AbstractObsOperator
+from ._posterior import PosteriorAgreement
 
 
 class GateReport(eqx.Module):
@@ -28,6 +29,11 @@ class GateReport(eqx.Module):
       the initial state; their increments later in the window are the dynamics', which
       can exceed σ_b many times over in fast, chaotic components).
     - `n_obs`: observations in the window.
+    - `oracle_max_sigma`, `oracle_fraction`: with an oracle (learned methods), the largest
+      distance of the analysis from the oracle's in oracle standard deviations, and the
+      fraction of states within `k` of them (NaN without an oracle).
+    - `oracle_trajectory`: with an oracle and `oracle_fallback`, the oracle's analysis,
+      which `accepted_trajectory` hands on in place of a rejected analysis.
     """
 
     passed: jax.Array
@@ -36,6 +42,9 @@ class GateReport(eqx.Module):
     innovation_mean: jax.Array
     increment_max_sigma: jax.Array
     n_obs: jax.Array
+    oracle_max_sigma: jax.Array
+    oracle_fraction: jax.Array
+    oracle_trajectory: jax.Array | None = None
 
 
 class Gate(eqx.Module):
@@ -43,7 +52,10 @@ class Gate(eqx.Module):
 
     **Arguments:** the method's `obs_operator`, `prior_cov` and `obs_cov`;
     `chi2_dof_bounds` `(low, high)`; `increment_sigma` `k`; `increment_at` `"all"` or
-    `"start"` (see `GateReport.increment_max_sigma`).
+    `"start"` (see `GateReport.increment_max_sigma`); `oracle` an optional
+    `PosteriorAgreement` (learned methods: the analysis must agree with strong 4DVar's
+    Laplace posterior); `oracle_fallback`: a rejected analysis is replaced by the
+    oracle's (when that is finite) instead of the background.
     """
 
     obs_operator: AbstractObsOperator
@@ -52,6 +64,8 @@ class Gate(eqx.Module):
     chi2_dof_bounds: tuple[float, float] = eqx.field(static=True, default=(0.05, 20.0))
     increment_sigma: float = eqx.field(static=True, default=10.0)
     increment_at: str = eqx.field(static=True, default="all")
+    oracle: PosteriorAgreement | None = None
+    oracle_fallback: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         lo, hi = self.chi2_dof_bounds
@@ -87,11 +101,20 @@ class Gate(eqx.Module):
         lo, hi = self.chi2_dof_bounds
         chi2_ok = (n_obs == 0) | ((chi2_dof >= lo) & (chi2_dof <= hi))
         increment_ok = jnp.where(finite, increment <= self.increment_sigma, False)
+        oracle_ok, oracle_max, oracle_fraction, oracle_traj = True, jnp.nan, jnp.nan, None
+        if self.oracle is not None:
+            oracle_ok, oracle_max, oracle_fraction, oracle_traj = self.oracle(
+                xb, analysis.trajectory, obs
+            )
+            oracle_ok = oracle_ok | (n_obs == 0)
         return GateReport(
-            passed=finite & finite_background & chi2_ok & increment_ok,
+            passed=finite & finite_background & chi2_ok & increment_ok & oracle_ok,
             finite=finite,
             chi2_dof=chi2_dof,
             innovation_mean=jnp.where(n_obs > 0, d_sum.sum() / jnp.maximum(n_obs, 1), jnp.nan),
             increment_max_sigma=increment,
             n_obs=n_obs,
+            oracle_max_sigma=jnp.asarray(oracle_max, float),
+            oracle_fraction=jnp.asarray(oracle_fraction, float),
+            oracle_trajectory=oracle_traj if self.oracle_fallback else None,
         )
