@@ -241,10 +241,11 @@ class OneStepAdjoint(optx.AbstractAdjoint):
 
 def _implicit_solver(size: int) -> lx.AbstractLinearSolver:
     """`I − ∂f/∂z` may be near-singular (the LSTM sees the normalised gradient, blind to its
-    size): a least-squares SVD solve for small windows, GMRES for large ones."""
+    size): a least-squares SVD solve for small windows, LSMR (iterative least squares, which
+    GMRES is not: it stagnates here) for large ones."""
     if size <= 4096:
         return lx.SVD()
-    return lx.GMRES(rtol=1e-5, atol=1e-5, max_steps=200, restart=50, stagnation_iters=50)
+    return lx.LSMR(rtol=1e-5, atol=1e-5)
 
 
 # --- the network -----------------------------------------------------------------------
@@ -430,15 +431,17 @@ def FourDVarNet1D(
     mean=0.0,
     scale=1.0,
     obs_scale=None,
+    kernel: int = 3,
 ) -> FourDVarNet:
     """A FourDVarNet for `(T, N)` windows of state vectors. `prior`: `"bilinear"`,
     `"conv"`, `"mlp"`, `"identity"` or a prior module; `mean`, `scale`: per-component
-    normalisation (climatology); `obs_scale`: of the observations (default `scale`)."""
+    normalisation (climatology); `obs_scale`: of the observations (default `scale`);
+    `kernel`: the convolutions' width in time (each solver step reaches that far)."""
     kp, kg = jax.random.split(key)
     if isinstance(prior, str):
         makers = {
-            "bilinear": lambda: BilinAEPrior1D(state_dim, latent_dim, key=kp),
-            "conv": lambda: ConvAEPrior1D(state_dim, latent_dim, key=kp),
+            "bilinear": lambda: BilinAEPrior1D(state_dim, latent_dim, key=kp, kernel=kernel),
+            "conv": lambda: ConvAEPrior1D(state_dim, latent_dim, key=kp, kernel=kernel),
             "mlp": lambda: MLPAEPrior1D(state_dim, latent_dim, key=kp),
             "identity": IdentityPrior,
         }
@@ -448,7 +451,7 @@ def FourDVarNet1D(
     mean, scale, obs_scale = _scalers(mean, scale, (state_dim,), obs_scale)
     return FourDVarNet(
         prior=prior,
-        grad_mod=ConvLSTM(state_dim, hidden_dim, dims=1, key=kg),
+        grad_mod=ConvLSTM(state_dim, hidden_dim, dims=1, key=kg, kernel=kernel),
         log_obs_weight=jnp.array(0.0),
         log_prior_weight=jnp.array(0.0),
         grad_weight=jnp.array(0.1),
