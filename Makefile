@@ -24,7 +24,7 @@ bench: $(STAMP)
 	@echo "results: bench/RESULTS.md"
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 2 --dist worksteal
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -278,7 +278,8 @@ Scores are means over the test problems (keys 0…n−1; `rmse_total (0–3)`: o
 keys 0–3 only); the networks never saw them (training keys from 1000, validation 2000, amortized
 3000, SBC 4000). Each method's row comes from its own run of this script (`--methods`; the
 rows are kept in `runs/bench/` and the table is rebuilt from them). Strong 4DVar (Levenberg–Marquardt, the same prior) on the same problems
-for reference. `train_s`: training wall time.
+for reference. `train_s`: training wall time (these runs shared the 2 CPUs with other
+benchmarks, so it is an upper bound).
 
 Seed figures: L63 FourDVarNet total 1.707 (assim 6.452), amortized total 0.422 (assim
 0.316); L96-2L FourDVarNet NaN, amortized 2.302, OI 2.055.

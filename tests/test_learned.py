@@ -396,8 +396,8 @@ def test_fourdvarnet2d_learns_a_qg_field_through_point_observations():
         scale=std,
         obs_scale=std,
     )
-    train = jax.tree_util.tree_map(lambda a: a[:14], windows)
-    test = jax.tree_util.tree_map(lambda a: a[14:], windows)
+    train = jax.tree_util.tree_map(lambda a: a[:12], windows)
+    test = jax.tree_util.tree_map(lambda a: a[12:], windows)
     net, _ = vc.fit(
         net, train, steps=40, learning_rate=1e-2, batch_size=12, obs_operator=H, every=20
     )
