@@ -5,7 +5,6 @@ calibration), and write the checkpoint beside the store."""
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
@@ -110,47 +109,14 @@ def train_network(config: str, windows: dict):
     return net, history
 
 
-def _rmse_end(a, truth):
-    return float(jnp.sqrt(jnp.mean((a[:, -1] - truth[:, -1]) ** 2)))
-
-
 @task(name="evaluate-heldout", task_run_name="evaluate-heldout")
 def evaluate(config: str, net, windows: dict) -> dict:
     """On the held-out windows: RMSE at the window end of the learned analysis, the
     background and the oracle (strong 4DVar), and the fraction of windows the oracle gate
     passes; for the amortized posterior, SBC on its own windows."""
     exp, B, R = _parts(config)
-    held = windows["heldout"]
     method = learned.as_method(exp.cfg, net, exp.obs_operator, B, R)
-
-    @jax.jit
-    def analyse(bg, y, m):
-        return method(bg, vc.ObsWindow(y, m)).trajectory
-
-    analyses = jax.lax.map(lambda a: analyse(*a), (held.background, held.input, held.mask))
-    metrics = {
-        "n_heldout": int(held.input.shape[0]),
-        "rmse_end": _rmse_end(analyses, held.target),
-        "rmse_end_background": _rmse_end(held.background, held.target),
-    }
-    agreement = exp.gate.oracle
-    if agreement is not None:
-
-        @jax.jit
-        def check(bg, traj, y, m):
-            post = vc.laplace_posterior(agreement.oracle, bg, vc.ObsWindow(y, m))
-            passed, max_sigma, fraction, _ = agreement(bg, traj, vc.ObsWindow(y, m))
-            return post.mean, passed, max_sigma, fraction
-
-        oracle_mean, passed, max_sigma, fraction = jax.lax.map(
-            lambda a: check(*a), (held.background, analyses, held.input, held.mask)
-        )
-        metrics |= {
-            "rmse_end_oracle": _rmse_end(oracle_mean, held.target),
-            "oracle_pass_fraction": float(jnp.mean(passed)),
-            "oracle_median_max_sigma": float(jnp.median(max_sigma)),
-            "oracle_mean_fraction_within_k": float(jnp.mean(fraction)),
-        }
+    metrics = vc.heldout_scores(method, windows["heldout"], exp.gate.oracle)
     if "sbc" in windows:
         sbc_windows = windows["sbc"]
         report = vc.simulation_based_calibration(

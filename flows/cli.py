@@ -78,9 +78,8 @@ def _server_note() -> None:
         )
 
 
-def _run_cycles(config: Path, start, end, *, rerun=False, block=0, cold_start=False) -> dict:
-    """Runs the cycling flow with a progress bar; maps the pipeline's errors to exit codes
-    (1: a cycle halted, 2: bad input, 3: the store is locked by another writer)."""
+def _progress_bar():
+    """The commands' rich progress bar: description, bar, done/total, the last event."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -90,13 +89,7 @@ def _run_cycles(config: Path, start, end, *, rerun=False, block=0, cold_start=Fa
         TimeRemainingColumn,
     )
 
-    import storage
-    import tasks
-    from flows import _flows
-
-    exp = _load(config)
-    _server_note()
-    progress = Progress(
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -105,6 +98,18 @@ def _run_cycles(config: Path, start, end, *, rerun=False, block=0, cold_start=Fa
         TimeRemainingColumn(),
         console=console,
     )
+
+
+def _run_cycles(config: Path, start, end, *, rerun=False, block=0, cold_start=False) -> dict:
+    """Runs the cycling flow with a progress bar; maps the pipeline's errors to exit codes
+    (1: a cycle halted, 2: bad input, 3: the store is locked by another writer)."""
+    import storage
+    import tasks
+    from flows import _flows
+
+    exp = _load(config)
+    _server_note()
+    progress = _progress_bar()
     bar = progress.add_task(f"{exp.name}", total=None, last="starting Prefect…")
 
     def tick(done, total, cycle, status):
@@ -182,15 +187,6 @@ def train(config: _Config) -> None:
     its model and observation layout, checks it on held-out windows against strong 4DVar's
     posterior (and the amortized posterior's calibration), and writes the checkpoint beside
     the store; `run` then loads it."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     import storage
     from flows import _train
 
@@ -199,15 +195,7 @@ def train(config: _Config) -> None:
         console.print(f"[red]{config}: method {exp.cfg.method.name} is not learned[/red]")
         raise typer.Exit(code=2)
     _server_note()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[last]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    progress = _progress_bar()
     bar = progress.add_task(f"{exp.name} train", total=None, last="starting Prefect…")
 
     def tick(row):

@@ -167,6 +167,7 @@ from ._posterior import LaplacePosterior as LaplacePosterior
 from ._posterior import PosteriorAgreement as PosteriorAgreement
 from ._posterior import SBCReport as SBCReport
 from ._posterior import default_statistics as default_statistics
+from ._posterior import heldout_scores as heldout_scores
 from ._posterior import laplace_posterior as laplace_posterior
 from ._posterior import rank_uniformity as rank_uniformity
 from ._posterior import simulation_based_calibration as simulation_based_calibration

@@ -217,6 +217,11 @@ class ConvLSTM(eqx.Module):
         return self.out(h), h, c
 
 
+def _stop_gradients(tree):
+    """`tree` with every array's gradient stopped (other leaves untouched)."""
+    return jtu.tree_map(lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x, tree)
+
+
 # --- the one-step adjoint --------------------------------------------------------------
 
 
@@ -232,8 +237,7 @@ class OneStepAdjoint(optx.AbstractAdjoint):
 
     def apply(self, primal_fn, rewrite_fn, inputs, tags):
         del tags
-        frozen = jtu.tree_map(lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x, inputs)
-        root, rest = primal_fn(frozen + (ft.partial(eqxi.while_loop, kind="lax"),))
+        root, rest = primal_fn(_stop_gradients(inputs) + (ft.partial(eqxi.while_loop, kind="lax"),))
         root = jax.lax.stop_gradient(root)
         delta = rewrite_fn(root, None, inputs)  # f(root, args) − root, differentiable in args
         return jtu.tree_map(jnp.add, root, delta), rest
@@ -373,8 +377,7 @@ class FourDVarNet(eqx.Module):
         # implicit: K − 1 steps without gradients, then the last step's map of the state
         # (its LSTM memory and step index frozen, so that it has a fixed point)
         # differentiated by the implicit function theorem
-        frozen = jtu.tree_map(lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, self)
-        z, h, c, k = run(frozen, carry, K - 1)
+        z, h, c, k = run(_stop_gradients(self), carry, K - 1)
 
         def last(zz, args):
             net, obs_y, obs_mask = args
@@ -411,11 +414,27 @@ class FourDVarNet(eqx.Module):
         return jax.vmap(one)(batch.input, batch.mask, background)
 
 
-def _scalers(mean, scale, shape_tail, obs_scale):
-    mean = jnp.broadcast_to(jnp.asarray(mean, float), shape_tail)
-    scale = jnp.broadcast_to(jnp.asarray(scale, float), shape_tail)
-    obs_scale = scale if obs_scale is None else jnp.asarray(obs_scale, float)
-    return mean, scale, obs_scale
+def _assemble(prior, grad_mod, state_shape, dims, mean, scale, obs_scale, K, mode):
+    """A FourDVarNet with its initial cost weights and its normalisation (`mean`, `scale`
+    broadcast to one value per channel of the state's last axes; `obs_scale` defaults to
+    `scale`)."""
+    tail = state_shape[1:] if dims == 1 else ()
+    mean = jnp.broadcast_to(jnp.asarray(mean, float), tail)
+    scale = jnp.broadcast_to(jnp.asarray(scale, float), tail)
+    return FourDVarNet(
+        prior=prior,
+        grad_mod=grad_mod,
+        log_obs_weight=jnp.array(0.0),
+        log_prior_weight=jnp.array(0.0),
+        grad_weight=jnp.array(0.1),
+        mean=mean,
+        scale=scale,
+        obs_scale=scale if obs_scale is None else jnp.asarray(obs_scale, float),
+        state_shape=tuple(state_shape),
+        dims=dims,
+        n_solver_steps=K,
+        gradient_mode=mode,
+    )
 
 
 def FourDVarNet1D(
@@ -448,20 +467,17 @@ def FourDVarNet1D(
         if prior not in makers:
             raise ValueError(f"FourDVarNet1D: prior must be one of {list(makers)}, got {prior!r}")
         prior = makers[prior]()
-    mean, scale, obs_scale = _scalers(mean, scale, (state_dim,), obs_scale)
-    return FourDVarNet(
-        prior=prior,
-        grad_mod=ConvLSTM(state_dim, hidden_dim, dims=1, key=kg, kernel=kernel),
-        log_obs_weight=jnp.array(0.0),
-        log_prior_weight=jnp.array(0.0),
-        grad_weight=jnp.array(0.1),
-        mean=mean,
-        scale=scale,
-        obs_scale=obs_scale,
-        state_shape=(n_time, state_dim),
-        dims=1,
-        n_solver_steps=n_solver_steps,
-        gradient_mode=gradient_mode,
+    grad_mod = ConvLSTM(state_dim, hidden_dim, dims=1, key=kg, kernel=kernel)
+    return _assemble(
+        prior,
+        grad_mod,
+        (n_time, state_dim),
+        1,
+        mean,
+        scale,
+        obs_scale,
+        n_solver_steps,
+        gradient_mode,
     )
 
 
@@ -495,18 +511,15 @@ def FourDVarNet2D(
             raise ValueError(
                 f"FourDVarNet2D: prior must be 'bilinear' or 'identity', got {prior!r}"
             )
-    mean, scale, obs_scale = _scalers(mean, scale, (), obs_scale)
-    return FourDVarNet(
-        prior=prior,
-        grad_mod=ConvLSTM(channels, hidden_dim, dims=2, key=kg),
-        log_obs_weight=jnp.array(0.0),
-        log_prior_weight=jnp.array(0.0),
-        grad_weight=jnp.array(0.1),
-        mean=mean,
-        scale=scale,
-        obs_scale=obs_scale,
-        state_shape=(n_time, *shape),
-        dims=2,
-        n_solver_steps=n_solver_steps,
-        gradient_mode=gradient_mode,
+    grad_mod = ConvLSTM(channels, hidden_dim, dims=2, key=kg)
+    return _assemble(
+        prior,
+        grad_mod,
+        (n_time, *shape),
+        2,
+        mean,
+        scale,
+        obs_scale,
+        n_solver_steps,
+        gradient_mode,
     )

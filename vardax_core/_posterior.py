@@ -194,3 +194,41 @@ def simulation_based_calibration(
         alpha=alpha,
         passed=bool(np.all(p >= alpha / len(statistics))),
     )
+
+
+def heldout_scores(method, windows, agreement: PosteriorAgreement | None = None) -> dict:
+    """A method on held-out windows (a `Batch1D` with `background`): the RMSE at the window
+    end of its analysis and of the background; with an `agreement`, also of the oracle's
+    analysis, the fraction of windows the agreement passes, the median of their largest
+    distance in oracle σ and the mean fraction of states within `k`. **Returns** floats."""
+
+    def rmse_end(a):
+        return float(jnp.sqrt(jnp.mean((a[:, -1] - windows.target[:, -1]) ** 2)))
+
+    @jax.jit
+    def analyse(bg, y, m):
+        return method(bg, ObsWindow(y, m)).trajectory
+
+    inputs = (windows.background, windows.input, windows.mask)
+    analyses = jax.lax.map(lambda a: analyse(*a), inputs)
+    scores = {
+        "n_heldout": int(windows.input.shape[0]),
+        "rmse_end": rmse_end(analyses),
+        "rmse_end_background": rmse_end(windows.background),
+    }
+    if agreement is None:
+        return scores
+
+    @jax.jit
+    def check(bg, traj, y, m):
+        return agreement(bg, traj, ObsWindow(y, m))
+
+    passed, max_sigma, fraction, oracle = jax.lax.map(
+        lambda a: check(*a), (windows.background, analyses, windows.input, windows.mask)
+    )
+    return scores | {
+        "rmse_end_oracle": rmse_end(oracle),
+        "oracle_pass_fraction": float(jnp.mean(passed)),
+        "oracle_median_max_sigma": float(jnp.median(max_sigma)),
+        "oracle_mean_fraction_within_k": float(jnp.mean(fraction)),
+    }
