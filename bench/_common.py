@@ -10,6 +10,9 @@ from pathlib import Path
 
 import jax
 
+from flows._runtime import configure_prefect
+
+configure_prefect()  # before Prefect is imported by the benchmarks' flows
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 

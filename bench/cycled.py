@@ -52,7 +52,9 @@ def experiment(name, b_params, window, shift, args, minimiser=None):
 
     @jax.jit
     def run(first_background, obs):
-        return vc.run_cycles(model, method, first_background, obs, n_total, window, shift)
+        return vc.run_cycles(
+            vc.Cycle(model, method, window=window), first_background, obs, n_total, shift
+        )
 
     out, first, runs = timed(
         run, problem.first_background, problem.obs, repeats=max(args.repeats, 1)

@@ -31,7 +31,6 @@ import storage
 import tasks
 import vardax_core as vc
 from flows import _flows
-from flows._report import store_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,15 +61,14 @@ def per_cycle_ratio(folder: Path, repeats: int) -> dict:
         t0 = time.perf_counter()
         _flows.cycling_flow(cfg, start=ids[n_warm], end=ids[-1], rerun=True, block=n)
         block_s.append((time.perf_counter() - t0) / n)
-    problem = tasks.osse_problem(exp.cfg, total, 0)
+    problem = tasks.osse_problem(exp, total, 0)
     loop = eqx.filter_jit(vc.run_cycles)
-    args = (exp.model, exp.method, problem.first_background, problem.obs, total, exp.window)
-    kw = {"gate": exp.gate, "check": exp.check}
-    jax.block_until_ready(loop(*args, **kw))
+    args = (exp.core, problem.first_background, problem.obs, total)
+    jax.block_until_ready(loop(*args))
     jax_s = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(loop(*args, **kw))
+        jax.block_until_ready(loop(*args))
         jax_s.append((time.perf_counter() - t0) / total)
     return {"flow": median(flow_s), "block": median(block_s), "jax": median(jax_s), "n": n}
 
@@ -99,7 +97,7 @@ def backfill(folder: Path, cycles: int, repeats: int) -> dict:
         per_cycle = table["wall_time_cycle_s"].to_numpy()[:cycles]
         steady.append(float(np.median(per_cycle)))
         statuses = out["statuses"]
-    rmse = store_scores(exp.store_url, exp.truth_url, 200, cycles)["analysis"]
+    rmse = tasks.store_scores(exp.store_url, exp.truth_url, 200, cycles)["analysis"]
     return {
         "wall": median(walls),
         "walls": walls,
@@ -143,7 +141,7 @@ warm run (compile excluded):
 | `cycling` flow, cycle by cycle (a `cycle` flow run + 6 task runs + 1 write per cycle) | {ratio["flow"] * 1e3:.0f} | {ratio["flow"] / ratio["jax"]:.0f}× |
 
 Cycle by cycle, Prefect's flow and task runs are nearly all of the cost (about 1 s per flow
-run on these machines, as ENVIRONMENT.md says); that is the price of one UI entry per cycle,
+run on these 2-core machines); that is the price of one UI entry per cycle,
 which operational cycles every 6 h can pay and backfills should not.
 
 **{bf["cycles"]:,}-cycle backfill**, l96-3dvar (K=40, 3DVar every step), block mode (2048

@@ -76,7 +76,7 @@ def measure(case, cycles: int, repeats: int) -> dict:
     )
 
     def run(x0, obs):
-        return vc.run_cycles(model, method, x0, obs, cycles, WINDOW).analysis.trajectory
+        return vc.run_cycles(vc.Cycle(model, method, window=WINDOW), x0, obs, cycles).accepted
 
     jitted = eqx.filter_jit(run)
     t0 = time.perf_counter()

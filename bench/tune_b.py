@@ -33,7 +33,8 @@ def score(scale, nugget, seed):
     model, H, problem, climate = setup(N_CYCLES, 1, 1, seed)
     B = vc.climatological_covariance(climate, scale, nugget)
     method = vc.OptimalInterpolation(H, B, vc.ScaledIdentityCovariance(40, 1.0))
-    out = jax.jit(lambda x, o: vc.run_cycles(model, method, x, o, N_CYCLES, 1, 1))(
+    cycle = vc.Cycle(model, method, window=1)
+    out = jax.jit(lambda x, o: vc.run_cycles(cycle, x, o, N_CYCLES, 1))(
         problem.first_background, problem.obs
     )
     return float(vc.cycle_scores(out, problem.truth, 1, spinup=SPINUP)["analysis"])

@@ -9,27 +9,39 @@ from ._models import ExperimentConfig, SweepConfig
 
 
 class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file and the key."""
+    """A config file that cannot be used; the message names the file and the key (exit
+    code 2: bad input)."""
+
+    exit_code = 2
 
 
-def _key(loc: tuple) -> str:
-    # drop the discriminator tags pydantic adds to union paths ('lorenz96', …)
-    parts = [str(p) for p in loc if not (isinstance(p, str) and p in _UNION_TAGS)]
+def _key(loc: tuple, data) -> str:
+    """The dotted config key of an error's location. Pydantic puts the tag of a union's
+    member into the location (`model.lorenz96.K`); a part that is not a key of the input
+    at that point is such a tag and is left out (the last part, a missing key, is kept)."""
+    parts, node = [], data
+    for i, p in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(p, str) and isinstance(node, dict) and p not in node and not last:
+            continue
+        parts.append(str(p))
+        try:
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            node = None
     return ".".join(parts) or "(top level)"
 
 
-_UNION_TAGS = {
-    "lorenz63",
-    "lorenz96",
-    "lorenz96_two_level",
-    "qg",
-    "gridded",
-    "stations",
-    "swath",
-    "EveryConfig",
-    "list[int]",
-    "literal['all']",
-}
+def _message(e: dict) -> tuple[str, str]:
+    """`(key suffix, message)` of one pydantic error."""
+    if e["type"] == "extra_forbidden":
+        return "", "unknown key"
+    if e["type"] == "union_tag_invalid":  # a name or kind that no config class has
+        ctx = e["ctx"]
+        return f".{ctx['discriminator'].strip(chr(39))}", (
+            f"Input should be {ctx['expected_tags']} (got {ctx['tag']!r})"
+        )
+    return "", e["msg"].removeprefix("Value error, ")
 
 
 def parse_config(data, source: str = "<config>") -> ExperimentConfig:
@@ -47,10 +59,8 @@ def _validate(model, data, source: str):
     except ValidationError as err:
         lines = []
         for e in err.errors():
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = "unknown key"
-            lines.append(f"{source}: {_key(e['loc'])}: {msg}")
+            suffix, msg = _message(e)
+            lines.append(f"{source}: {_key(e['loc'], data)}{suffix}: {msg}")
         raise ConfigError("\n".join(dict.fromkeys(lines))) from None
 
 

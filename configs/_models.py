@@ -31,29 +31,27 @@ class _ModelBase(_Config):
 
 
 class Lorenz63Config(_ModelBase):
+    """Lorenz (1963), `vardax_core.Lorenz63`."""
+
     name: Literal["lorenz63"]
     sigma: float = 10.0
     rho: float = 28.0
     beta: float = 8.0 / 3.0
     dt: Annotated[float, Field(gt=0)] = 0.01
 
-    @property
-    def state_size(self) -> int:
-        return 3
-
 
 class Lorenz96Config(_ModelBase):
+    """Lorenz (1996) on a ring of `K` sites, `vardax_core.Lorenz96`."""
+
     name: Literal["lorenz96"]
     K: Annotated[int, Field(ge=4)] = 40
     F: float = 8.0
     dt: Annotated[float, Field(gt=0)] = 0.05
 
-    @property
-    def state_size(self) -> int:
-        return self.K
-
 
 class Lorenz96TwoLevelConfig(_ModelBase):
+    """Two-level Lorenz-96 (`K` slow, `K·J` fast variables), `vardax_core.Lorenz96TwoLevel`."""
+
     name: Literal["lorenz96_two_level"]
     K: Annotated[int, Field(ge=4)] = 8
     J: Annotated[int, Field(ge=1)] = 8
@@ -62,10 +60,6 @@ class Lorenz96TwoLevelConfig(_ModelBase):
     c: float = 10.0
     b: float = 10.0
     dt: Annotated[float, Field(gt=0)] = 0.005
-
-    @property
-    def state_size(self) -> int:
-        return self.K * (1 + self.J)
 
 
 class QGConfig(_ModelBase):
@@ -82,14 +76,6 @@ class QGConfig(_ModelBase):
     forcing_k: Annotated[int, Field(ge=1)] = 4
     damping: Annotated[float, Field(gt=0)] = 2.0
     dt: Annotated[float, Field(gt=0)] = 0.05
-
-    @property
-    def state_size(self) -> int:
-        return self.ny * self.nx
-
-    @property
-    def grid_shape(self) -> tuple[int, int]:
-        return (self.ny, self.nx)
 
 
 ModelConfig = Annotated[
@@ -156,7 +142,8 @@ Network = Annotated[GriddedNetwork | StationNetwork | SwathNetwork, Field(discri
 class ObservationsConfig(_Config):
     """Where the observations come from and how they are laid out.
 
-    A 1-D model observes state components (`locations`); a 2-D model observes points of its
+    A model with a vector state observes state components (`locations`, through the
+    `operator` `identity` or `arctan`); a model with a 2-D field observes points of its
     grid laid out by `network` (gridded, stations or swaths).
 
     `source: synthetic` makes an OSSE (`simulate` writes the nature run and the files
@@ -192,11 +179,16 @@ class ObservationsConfig(_Config):
 
     @model_validator(mode="after")
     def _source(self):
-        if self.source == "file" and not self.url:
+        if not self.simulated and not self.url:
             raise ValueError("source 'file' needs url (a path or fsspec URL of the observations)")
         if isinstance(self.locations, list) and len(set(self.locations)) != len(self.locations):
             raise ValueError("locations has duplicates")
         return self
+
+    @property
+    def simulated(self) -> bool:
+        """The observations are an OSSE's (`simulate` writes them and the nature run)."""
+        return self.source == "synthetic"
 
     def location_indices(self, state_size: int) -> list[int]:
         if self.locations == "all":
@@ -206,40 +198,60 @@ class ObservationsConfig(_Config):
         return list(self.locations)
 
 
-# --- methods ----------------------------------------------------------------------------
+# --- covariances ------------------------------------------------------------------------
 
 
-class CovarianceConfig(_Config):
-    """`scaled_identity` (variance), `diagonal` (variances), `periodic` (variance,
-    length_scale, kernel), `climatological` (scale·C_clim + nugget·I from a free run) or
-    `spectral` (variance, length_scale in grid cells: a Gaussian correlation on the qg
-    grid or the lorenz96 ring, applied with FFTs, never as a matrix)."""
+class ScaledIdentityCov(_Config):
+    """`variance · I`."""
 
-    kind: Literal["scaled_identity", "diagonal", "periodic", "climatological", "spectral"]
-    variance: Annotated[float, Field(gt=0)] | None = None
-    variances: list[Annotated[float, Field(gt=0)]] | None = None
-    length_scale: Annotated[float, Field(gt=0)] | None = None
+    kind: Literal["scaled_identity"]
+    variance: Annotated[float, Field(gt=0)]
+
+
+class DiagonalCov(_Config):
+    """`diag(variances)`, one variance per state component."""
+
+    kind: Literal["diagonal"]
+    variances: list[Annotated[float, Field(gt=0)]]
+
+
+class PeriodicCov(_Config):
+    """A stationary correlation on a ring (Gaussian or Matérn-3/2, `length_scale` in sites)
+    times `variance`, as a matrix."""
+
+    kind: Literal["periodic"]
+    variance: Annotated[float, Field(gt=0)]
+    length_scale: Annotated[float, Field(gt=0)]
     kernel: Literal["gaussian", "matern32"] = "gaussian"
-    scale: Annotated[float, Field(gt=0)] | None = None
+
+
+class ClimatologicalCov(_Config):
+    """`scale · C_clim + nugget · I`, `C_clim` the sample covariance of a free run of
+    `climate_steps` (computed once and cached beside the store)."""
+
+    kind: Literal["climatological"]
+    scale: Annotated[float, Field(gt=0)]
     nugget: Annotated[float, Field(ge=0)] = 0.0
     climate_steps: Annotated[int, Field(ge=100)] = 20_000
 
-    @model_validator(mode="after")
-    def _fields_of_kind(self):
-        needs = {
-            "scaled_identity": ("variance",),
-            "diagonal": ("variances",),
-            "periodic": ("variance", "length_scale"),
-            "climatological": ("scale",),
-            "spectral": ("variance", "length_scale"),
-        }[self.kind]
-        missing = [k for k in needs if getattr(self, k) is None]
-        if missing:
-            raise ValueError(f"kind '{self.kind}' needs {', '.join(missing)}")
-        return self
+
+class SpectralCov(_Config):
+    """A Gaussian correlation of `length_scale` grid cells times `variance` on a model's
+    homogeneous periodic grid (the qg field, the lorenz96 ring), applied with FFTs, never
+    as a matrix."""
+
+    kind: Literal["spectral"]
+    variance: Annotated[float, Field(gt=0)]
+    length_scale: Annotated[float, Field(gt=0)]
 
 
-LEARNED_METHODS = ("fourdvarnet", "amortized")
+CovarianceConfig = Annotated[
+    ScaledIdentityCov | DiagonalCov | PeriodicCov | ClimatologicalCov | SpectralCov,
+    Field(discriminator="kind"),
+]
+
+
+# --- methods ----------------------------------------------------------------------------
 
 
 class NetworkConfig(_Config):
@@ -279,55 +291,104 @@ class TrainingConfig(_Config):
     on to the next window)."""
 
 
-class MethodConfig(_Config):
-    name: Literal[
-        "oi", "3dvar", "strong_4dvar", "weak_4dvar", "incremental_4dvar", *LEARNED_METHODS
-    ]
+Minimiser = Literal["bfgs", "lbfgs", "nonlinear_cg"]
+"""The gradient minimisers (optimistix) a variational method may name."""
+
+
+class _MethodBase(_Config):
     prior_cov: CovarianceConfig
-    model_error_cov: CovarianceConfig | None = None
-    minimiser: Literal["bfgs", "lbfgs", "nonlinear_cg", "levenberg_marquardt"] | None = None
+
+
+class OIConfig(_MethodBase):
+    """Optimal interpolation (BLUE) at each window time, in closed form."""
+
+    name: Literal["oi"]
+
+
+class _MinimisedConfig(_MethodBase):
+    """A variational method minimised by `minimiser` to `rtol`/`atol` in `max_steps`."""
+
+    minimiser: Minimiser | None = None
     rtol: Annotated[float, Field(gt=0)] = 1e-6
     atol: Annotated[float, Field(gt=0)] = 1e-6
     max_steps: Annotated[int, Field(ge=1)] = 500
+
+
+class ThreeDVarConfig(_MinimisedConfig):
+    """3DVar at each window time (default minimiser BFGS)."""
+
+    name: Literal["3dvar"]
+
+
+class StrongFourDVarConfig(_MinimisedConfig):
+    """Strong-constraint 4DVar; besides the gradient minimisers it may name the
+    least-squares solver `levenberg_marquardt` (its default)."""
+
+    name: Literal["strong_4dvar"]
+    minimiser: Minimiser | Literal["levenberg_marquardt"] | None = None
+
+
+class WeakFourDVarConfig(_MinimisedConfig):
+    """Weak-constraint 4DVar with model-error covariance `model_error_cov` (Q)."""
+
+    name: Literal["weak_4dvar"]
+    model_error_cov: CovarianceConfig
+
+
+class IncrementalFourDVarConfig(_MethodBase):
+    """Incremental 4DVar: `n_outer` Gauss–Newton outer loops of `n_inner` CG iterations,
+    to the relative tolerance `rtol`."""
+
+    name: Literal["incremental_4dvar"]
+    rtol: Annotated[float, Field(gt=0)] = 1e-6
     n_outer: Annotated[int, Field(ge=1)] = 10
     n_inner: Annotated[int, Field(ge=1)] = 50
-    network: NetworkConfig | None = None
-    training: TrainingConfig | None = None
+
+
+class _LearnedConfig(_MethodBase):
+    """A learned method: its `network`, its `training` and where `vardax-cycle train`
+    writes its parameters (`checkpoint`, default `<method>.eqx` beside the store; its
+    metadata in `<checkpoint>.json`). `prior_cov` scores its analyses and serves the gate
+    and the training windows' backgrounds."""
+
+    network: NetworkConfig = None  # type: ignore[assignment]  (filled by _defaults)
+    training: TrainingConfig = None  # type: ignore[assignment]
     checkpoint: str | None = None
-    """Where `vardax-cycle train` writes the learned method's parameters (default
-    `<method>.eqx` beside the store; its metadata in `<checkpoint>.json`)."""
 
-    @property
-    def learned(self) -> bool:
-        return self.name in LEARNED_METHODS
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data):
+        # explicit defaults, so that a store's identity records them as set
+        if isinstance(data, dict):
+            data = {"network": {}, "training": {}} | data
+        return data
 
-    @model_validator(mode="after")
-    def _combination(self):
-        if self.learned:
-            if self.minimiser is not None:
-                raise ValueError(f"{self.name} is learned: it takes no minimiser")
-            if self.network is None:
-                object.__setattr__(self, "network", NetworkConfig())
-            if self.training is None:
-                object.__setattr__(self, "training", TrainingConfig())
-        else:
-            for key in ("network", "training", "checkpoint"):
-                if getattr(self, key) is not None:
-                    raise ValueError(
-                        f"method.{key} is for the learned methods {LEARNED_METHODS}, "
-                        f"not {self.name}"
-                    )
-        if self.name == "weak_4dvar" and self.model_error_cov is None:
-            raise ValueError("weak_4dvar needs model_error_cov (the model-error covariance Q)")
-        if self.name != "weak_4dvar" and self.model_error_cov is not None:
-            raise ValueError(f"model_error_cov is for weak_4dvar only, not {self.name}")
-        if self.name == "oi" and self.minimiser is not None:
-            raise ValueError("oi is closed-form: it takes no minimiser")
-        if self.minimiser == "levenberg_marquardt" and self.name != "strong_4dvar":
-            raise ValueError(
-                f"levenberg_marquardt is a least-squares solver for strong_4dvar, not {self.name}"
-            )
-        return self
+
+class FourDVarNetConfig(_LearnedConfig):
+    """FourDVarNet: a learned prior and a learned gradient solver of the 4DVar cost."""
+
+    name: Literal["fourdvarnet"]
+
+
+class AmortizedPosteriorConfig(_LearnedConfig):
+    """The amortized posterior: one forward pass from the observations (and background)
+    to a diagonal Gaussian over the window."""
+
+    name: Literal["amortized"]
+
+
+MethodConfig = Annotated[
+    OIConfig
+    | ThreeDVarConfig
+    | StrongFourDVarConfig
+    | WeakFourDVarConfig
+    | IncrementalFourDVarConfig
+    | FourDVarNetConfig
+    | AmortizedPosteriorConfig,
+    Field(discriminator="name"),
+]
+LearnedMethodConfig = _LearnedConfig
+"""The config classes of learned methods (trained, with a checkpoint)."""
 
 
 # --- cycling, store, gates --------------------------------------------------------------
@@ -483,102 +544,9 @@ class ExperimentConfig(_Config):
         return value
 
     @model_validator(mode="after")
-    def _combination(self):
-        n = self.model.state_size
-        two_d = self.model.name == "qg"
-        obs = self.observations
-        if two_d and obs.network is None:
-            raise ValueError(
-                "observations.network is needed for the 2-D model qg (kind gridded, stations "
-                "or swath)"
-            )
-        if not two_d and obs.network is not None:
-            raise ValueError(
-                f"observations.network is for a 2-D model; {self.model.name} observes "
-                "observations.locations"
-            )
-        if two_d and (obs.locations != "all" or obs.operator != "identity"):
-            raise ValueError(
-                "observations.locations and observations.operator are for 1-D models; the qg "
-                "model's observations are laid out by observations.network"
-            )
-        covariances = [self.method.prior_cov] + (
-            [self.method.model_error_cov] if self.method.model_error_cov else []
-        )
-        for cov in covariances:
-            if two_d and cov.kind not in ("spectral", "scaled_identity"):
-                raise ValueError(
-                    f"covariance kind {cov.kind} would form a {n} × {n} matrix for the qg "
-                    "model: use spectral (or scaled_identity)"
-                )
-            if cov.kind == "spectral" and self.model.name not in ("qg", "lorenz96"):
-                raise ValueError(
-                    "covariance kind spectral is for a homogeneous periodic grid (qg, or the "
-                    f"lorenz96 ring), not {self.model.name}"
-                )
-        if (
-            two_d
-            and self.method.name == "strong_4dvar"
-            and self.method.minimiser
-            in (
-                None,
-                "levenberg_marquardt",
-            )
-        ):
-            raise ValueError(
-                "strong_4dvar on the qg model needs a gradient minimiser (lbfgs, bfgs, "
-                "nonlinear_cg): Levenberg-Marquardt forms the Jacobian; or use incremental_4dvar"
-            )
-        if self.method.learned and self.gates.oracle is None and not two_d:
-            object.__setattr__(
-                self, "gates", self.gates.model_copy(update={"oracle": OracleConfig()})
-            )
-        if two_d and self.gates.oracle is not None:
-            raise ValueError(
-                "gates.oracle forms the oracle's n × n posterior covariance: not for the qg "
-                f"model ({n} state variables)"
-            )
-        if two_d and self.method.name == "amortized":
-            raise ValueError(
-                "method amortized predicts every state of the window with an MLP: for the "
-                "Lorenz models; on the qg model use fourdvarnet"
-            )
-        if (
-            two_d
-            and self.method.learned
-            and self.method.network.prior
-            not in (
-                "bilinear",
-                "identity",
-            )
-        ):
-            raise ValueError(
-                f"method.network.prior {self.method.network.prior} is for 1-D states; a 2-D "
-                "FourDVarNet takes bilinear or identity"
-            )
-        if two_d:
-            return self._window_check()
-        locations = self.observations.location_indices(n)
-        bad = [i for i in locations if i >= n]
-        if bad:
-            raise ValueError(
-                f"observations.locations {bad} are outside the {self.model.name} state of size {n}"
-            )
-        if not locations:
-            raise ValueError("observations.locations selects no state component")
-        if self.method.name == "oi" and self.observations.operator != "identity":
-            raise ValueError(
-                f"method.name oi needs a linear observation operator, but observations.operator "
-                f"is {self.observations.operator}: use 3dvar or a 4dvar"
-            )
-        if self.method.prior_cov.kind == "diagonal" and len(self.method.prior_cov.variances) != n:
-            raise ValueError(
-                f"method.prior_cov.variances has {len(self.method.prior_cov.variances)} entries, "
-                f"the state has {n}"
-            )
-        return self._window_check()
-
-    def _window_check(self):
+    def _window(self):
+        # what depends on the model (its state's size and shape, its grid) is checked when
+        # the experiment is built (`tasks.experiment`), against the model itself
         if self.cycling.window_steps % self.observations.every_steps:
             raise ValueError(
                 f"cycling.window_steps ({self.cycling.window_steps}) must be a multiple of "

@@ -17,7 +17,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 import configs
-import storage
 import tasks
 
 from . import _flows
@@ -75,11 +74,9 @@ def run_member(config: str, end: str, block: int) -> dict:
     out = _flows.cycling_flow(config, end=end, block=block)
     exp = tasks.experiment(config)
     scores = {}
-    if exp.cfg.observations.source == "synthetic":
-        from ._report import store_scores
-
-        stop = exp.axis.index(exp.point(end)) + 1
-        scores = store_scores(exp.store_url, exp.truth_url, 0, stop, exp.storage_options)
+    if exp.cfg.observations.simulated:  # an OSSE: scored against its truth
+        stop = exp.cycle(end).index + 1
+        scores = tasks.store_scores(exp.store_url, exp.truth_url, 0, stop, exp.storage_options)
     return {
         "experiment": exp.name,
         "method": exp.cfg.method.name,
@@ -101,11 +98,11 @@ def sweep_flow(sweep_file: str) -> list[dict]:
     Run it with `run_sweep` (which picks the task runner from the sweep file)."""
     sweep, paths = write_member_configs(sweep_file)
     first = tasks.experiment(next(iter(paths.values())))
-    if first.cfg.observations.source == "synthetic":
+    if first.cfg.observations.simulated:
         truth = Path(first.truth_url)
         if "://" in first.truth_url or not truth.exists():
-            _flows.write_osse(next(iter(paths.values())), sweep.cycles, sweep.seed)
-    end = storage.cycle_id(first.axis.point(sweep.cycles - 1))
+            tasks.write_osse(first, sweep.cycles, sweep.seed)
+    end = first.axis.cycle(sweep.cycles - 1).id
     futures = [run_member.submit(p, end, sweep.block) for p in paths.values()]
     results = [f.result() for f in futures]
     logger = get_run_logger()
@@ -132,12 +129,6 @@ def run_sweep(sweep_file: str, address: str | None = None) -> list[dict]:
 # --- the ensemble -----------------------------------------------------------------------
 
 
-@task(name="ensemble-member", cache_policy=NO_CACHE, persist_result=False)
-def forecast_member(config: str, initial: np.ndarray, steps: int) -> np.ndarray:
-    """One member's forecast `(steps + 1, n)` on a Dask worker."""
-    return tasks.experiment(config).forecast(initial, steps)
-
-
 def _ensemble_name() -> str:
     p = flow_run.parameters
     return f"{tasks.experiment(p['config']).name}/ensemble {p['cycle']}"
@@ -155,24 +146,13 @@ def ensemble_flow(
     as Dask tasks. Writes `ensemble-<cycle>.zarr` beside the store; **returns** its URL.
     Run it with `run_ensemble`."""
     exp = tasks.experiment(config)
-    point = exp.point(cycle)
-    store = storage.CycleStore.open(exp.store_url, storage_options=exp.storage_options)
-    analysis_end = np.reshape(store.read_cycle(point)["analysis"][-1], -1)
+    point = exp.cycle(cycle)
     std = exp.cfg.observations.qc.background_std if spread is None else spread
-    initial = exp.ensemble_initial(analysis_end, members, std, seed)
+    initial = tasks.ensemble_initial(exp, point, members, std, seed)
     leads = list(exp.cfg.cycling.lead_steps) or [exp.window]
-    futures = [forecast_member.submit(config, initial[k], max(leads)) for k in range(members)]
+    futures = [tasks.forecast_member.submit(config, x, max(leads)) for x in initial]
     trajectories = np.stack([f.result() for f in futures])[:, leads]
-    url = storage.sibling_url(exp.store_url, f"ensemble-{storage.cycle_id(point)}.zarr")
-    storage.write_ensemble(
-        url,
-        trajectories.reshape(members, len(leads), *exp.layout.state_shape),
-        valid_from=point + (exp.layout.window_offsets_s[-1] * np.timedelta64(1, "s")),
-        lead_seconds=[k * exp.step_seconds for k in leads],
-        dims=exp.layout.state_dim_names,
-        attrs={"experiment": exp.name, "cycle": storage.cycle_id(point), "spread": std},
-        storage_options=exp.storage_options,
-    )
+    url = tasks.write_ensemble(exp, point, trajectories, leads, std)
     get_run_logger().info("%s: %d-member ensemble from %s in %s", exp.name, members, cycle, url)
     return url
 

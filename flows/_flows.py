@@ -8,16 +8,14 @@ asks it which cycles are still to do.
 import time
 from collections.abc import Callable
 
-import numpy as np
-import pandas as pd
-from prefect import flow, get_run_logger, tags, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger, tags
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-import storage
+import configs
 import tasks
-import vardax_core as vc
+
+from . import _artifacts as artifacts
 
 # A progress hook for the CLI's progress bar (not a flow parameter: it is not data).
 # Called with (cycles done, cycles to do, last cycle id, its status).
@@ -30,7 +28,7 @@ def set_progress(callback: Callable[[int, int, str, str], None] | None) -> None:
         _progress.append(callback)
 
 
-def _tick(done: int, total: int, cycle: str, status: str) -> None:
+def tick(done: int, total: int, cycle: str, status: str) -> None:
     for callback in _progress:
         callback(done, total, cycle, status)
 
@@ -40,37 +38,37 @@ def _cycle_run_name() -> str:
     return f"{tasks.experiment(p['config']).name}/{p['cycle']}"
 
 
-def _run_name() -> str:
-    p = flow_run.parameters
-    exp = tasks.experiment(p["config"])
-    kind = "backfill" if p.get("rerun") else "run"
-    return f"{exp.name}/{kind} {p.get('start') or 'origin'}…{p.get('end')}"
-
-
 @flow(name="cycle", flow_run_name=_cycle_run_name, persist_result=False, validate_parameters=False)
-def cycle_flow(config: str, cycle: str, cold_start: bool = False) -> str:
+def cycle_flow(config: str, cycle: str, cold_start: bool = False, run: tasks.Run | None = None):
     """One cycle: ingest obs → forecast → analyse → gate → forecast product → persist.
+    `run`: the run it belongs to (its store open as the writer); without one the cycle
+    opens the store itself.
 
     **Returns** the cycle's status; raises `CycleHalted` when the gate fails under `halt`.
     """
-    started = time.perf_counter()
-    obs = tasks.ingest_obs(config, cycle)
-    background = tasks.forecast_background(config, cycle, cold_start)
-    analysed = tasks.analyse(config, cycle, background, obs)
-    verdict = tasks.gate(config, cycle, background, obs, analysed)
-    product = tasks.forecast_product(config, cycle, verdict)
-    status = tasks.persist(config, cycle, obs, background, analysed, verdict, product, started)
+    if run is None:
+        with tasks.open_run(tasks.experiment(config)) as own:
+            return cycle_flow.fn(config, cycle, cold_start, own)
+    started, point = time.perf_counter(), run.exp.cycle(cycle)
+    obs = tasks.ingest_obs(run, point)
+    background = tasks.forecast_background(run, point, cold_start)
+    analysed = tasks.analyse(run, point, background, obs)
+    judged = tasks.gate(run, point, background, obs, analysed)
+    product = tasks.forecast_product(run, point, judged)
+    data = tasks.persist(run, point, obs, background, analysed, judged, product, started)
+    status, reason = judged.verdict.status, judged.verdict.reason
+    artifacts.cycle_artifacts(run.exp, point, data, status, reason)
     if status == "failed":
         raise tasks.CycleHalted(
-            f"{tasks.experiment(config).name}: cycle {cycle} failed the gate — {verdict.reason}. "
-            "The run stops here; fix the cause (observations, config) and run again."
+            f"{run.exp.name}: cycle {point} failed the gate — {reason}. The run stops here; "
+            "fix the cause (observations, config) and run again."
         )
     if status == "degraded":  # shown as such in the UI: a Completed state named Degraded
-        return Completed(name="Degraded", message=verdict.reason, data=status)
+        return Completed(name="Degraded", message=reason, data=status)
     return status
 
 
-def _segments(indices: list[int], block: int) -> list[tuple[int, int]]:
+def segments(indices: list[int], block: int) -> list[tuple[int, int]]:
     """Runs of consecutive cycle indices, cut into pieces of at most `block` that start at
     multiples of `block` where they can (so a re-run after a crash repeats whole blocks)."""
     out = []
@@ -86,13 +84,54 @@ def _segments(indices: list[int], block: int) -> list[tuple[int, int]]:
     return out
 
 
-def cycles_to_do(exp, store, start, end, rerun: bool) -> list[int]:
-    """Indices of the cycles in `start … end` to run: those not done (committed, degraded,
+def cycles_to_do(run: tasks.Run, first, last, rerun: bool) -> list[int]:
+    """Indices of the cycles `first … last` to run: those not done (committed, degraded,
     skipped), or all of them with `rerun`."""
-    todo = store.not_done(start, end)
-    if rerun:
-        return list(range(exp.axis.index(start), exp.axis.index(end) + 1))
-    return [int(i) for i in todo]
+    todo = run.store.not_done(first.time, last.time)
+    return list(range(first.index, last.index + 1)) if rerun else [int(i) for i in todo]
+
+
+def _run_name() -> str:
+    p = flow_run.parameters
+    kind = "backfill" if p.get("rerun") else "run"
+    return (
+        f"{tasks.experiment(p['config']).name}/{kind} {p.get('start') or 'origin'}…{p.get('end')}"
+    )
+
+
+def _without_heartbeats():
+    """Prefect settings for the `cycle` flow runs inside a run: no heartbeat thread. A
+    cycle's run lasts about a second, and its heartbeat thread, joined at its end after
+    sleeping in one-second steps, would add up to a second more; the enclosing run's own
+    heartbeat still tells the server that the process lives."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
+def run_cycles(run: tasks.Run, todo: list[int], block: int, cold_start: bool, progress):
+    """Runs the cycles `todo` in order, in blocks or one `cycle` flow run each; **returns**
+    the counts of the statuses written."""
+    with _without_heartbeats():
+        return _run_pieces(run, todo, block, cold_start, progress)
+
+
+def _run_pieces(run: tasks.Run, todo: list[int], block: int, cold_start: bool, progress):
+    counts: dict[str, int] = {}
+    pieces = segments(todo, block) if block > 0 else [(i, 1) for i in todo]
+    done = 0
+    for index, n in pieces:
+        cycle, cold = run.exp.axis.cycle(index), cold_start and index == todo[0]
+        if block > 0:
+            statuses = tasks.run_block(run, cycle, n, cold)
+        else:
+            statuses = [cycle_flow(run.exp.config_path, cycle.id, cold, run)]
+        for status in statuses:
+            counts[status] = counts.get(status, 0) + 1
+        done += n
+        tick(done, len(todo), run.exp.axis.cycle(index + n - 1).id, statuses[-1])
+        progress(done)
+    return counts
 
 
 @flow(name="cycling", flow_run_name=_run_name, persist_result=False, validate_parameters=False)
@@ -115,191 +154,62 @@ def cycling_flow(
     """
     exp = tasks.experiment(config)
     exp.require_method()  # a learned method without its checkpoint: say so before starting
-    log = get_run_logger()
-    first = exp.point(start) if start else exp.axis.origin
-    last = exp.point(end) if end else first
-    t0 = time.perf_counter()
-    counts: dict[str, int] = {}
-    with tasks.open_writer(exp) as store:
-        todo = cycles_to_do(exp, store, first, last, rerun)
-        already_done = exp.axis.index(last) - exp.axis.index(first) + 1 - len(todo)
-        log.info(
-            "%s: %d cycles to run from %s to %s (%d already done)",
-            exp.name,
-            len(todo),
-            storage.cycle_id(first),
-            storage.cycle_id(last),
-            already_done,
-        )
-        done = 0
-        _tick(0, len(todo), "", "")
-        progress = _progress_artifact(exp, len(todo))
+    first = exp.cycle(start) if start else exp.axis.cycle(0)
+    last = exp.cycle(end) if end else first
+    t0, log = time.perf_counter(), get_run_logger()
+    with tasks.open_run(exp) as run:
+        todo = cycles_to_do(run, first, last, rerun)
+        already = last.index - first.index + 1 - len(todo)
+        log.info("%s: %d cycles to run, %d already done", exp.name, len(todo), already)
+        tick(0, len(todo), "", "")
+        progress = artifacts.progress_artifact(exp, len(todo))
         with tags(*exp.tags):
-            if block > 0:
-                for index, n in _segments(todo, block):
-                    cold = cold_start and index == todo[0]
-                    statuses = tasks.run_block(
-                        config, storage.cycle_id(exp.axis.point(index)), n, cold
-                    )
-                    for s in statuses:
-                        counts[s] = counts.get(s, 0) + 1
-                    done += n
-                    last_id = storage.cycle_id(exp.axis.point(index + n - 1))
-                    _tick(done, len(todo), last_id, statuses[-1])
-                    progress(done)
-            else:
-                for index in todo:
-                    cycle = storage.cycle_id(exp.axis.point(index))
-                    status = cycle_flow(config, cycle, cold_start and index == todo[0])
-                    counts[status] = counts.get(status, 0) + 1
-                    done += 1
-                    _tick(done, len(todo), cycle, status)
-                    progress(done)
+            counts = run_cycles(run, todo, block, cold_start, progress)
     wall = time.perf_counter() - t0
     log.info("%s: %s in %.1f s", exp.name, counts, wall)
     if todo:
-        run_artifact(exp, todo[0], todo[-1], counts, wall)
-    return {"statuses": counts, "cycles": len(todo), "already_done": already_done, "wall_s": wall}
+        _run_summary(exp, todo, counts, wall)
+    return {"statuses": counts, "cycles": len(todo), "already_done": already, "wall_s": wall}
 
 
-def _progress_artifact(exp, total: int):
-    """A progress artifact of the run in the Prefect UI; **returns** `update(done)`."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+def _run_summary(exp, todo: list[int], counts: dict, wall: float) -> None:
+    """The run's summary artifact, with a figure of its cycles when there are several (a
+    one-cycle run, as a scheduled one often is, has its cycle's own artifacts)."""
+    figure = None
+    if len(todo) > 1:
+        from ._report import run_figure_png  # matplotlib only when there is a figure to draw
 
-    from tasks._steps import artifact_key
-
-    try:
-        artifact_id = create_progress_artifact(
-            0.0,
-            key=artifact_key(exp, "progress"),
-            description=f"{exp.name}: cycles of this run done ({total} to do)",
-        )
-    except Exception:  # the UI entry is not worth failing a run for
-        return lambda done: None
-
-    def update(done: int) -> None:
-        try:
-            update_progress_artifact(artifact_id, 100.0 * done / max(total, 1))
-        except Exception:
-            pass
-
-    return update
-
-
-def run_artifact(exp, first: int, last: int, counts: dict, wall: float) -> None:
-    """The run's summary in the Prefect UI: counts, wall time, and a figure of its cycles'
-    innovation χ²/dof and increments (a PNG inside the markdown)."""
-    import base64
-
-    from prefect.artifacts import create_markdown_artifact
-
-    from tasks._steps import artifact_key
-
-    from ._report import run_figure_png
-
-    try:
-        png = base64.b64encode(run_figure_png(exp.store_url, first, last)).decode()
-        text = (
-            f"## {exp.name}: cycles {storage.cycle_id(exp.axis.point(first))} … "
-            f"{storage.cycle_id(exp.axis.point(last))}\n\n"
-            + ", ".join(f"**{k}** {v}" for k, v in sorted(counts.items()))
-            + f" in {wall:.1f} s; store `{exp.store_url}`.\n\n"
-            + f"![cycles](data:image/png;base64,{png})\n"
-        )
-        create_markdown_artifact(
-            text, key=artifact_key(exp, "run-summary"), description=f"{exp.name}: this run"
-        )
-    except Exception as err:  # the UI entry is not worth failing a run for
-        get_run_logger().warning("%s: run artifact not created: %s", exp.name, err)
+        figure = run_figure_png(exp.store_url, todo[0], todo[-1], exp.storage_options)
+    first, last = exp.axis.cycle(todo[0]), exp.axis.cycle(todo[-1])
+    artifacts.run_summary(exp, first, last, counts, wall, figure)
 
 
 # --- the OSSE ---------------------------------------------------------------------------
 
 
-@task(name="write-osse", cache_policy=NO_CACHE, persist_result=False)
-def write_osse(config: str, n_cycles: int, seed: int) -> dict:
-    """The nature run (truth at every model step, and the first guess) and its synthetic
-    observations, written where the experiment reads them."""
-    exp = tasks.experiment(config)
-    problem = tasks.osse_problem(exp.cfg, n_cycles, seed)
-    n_steps = n_cycles * exp.window
-    times = exp.model_times(n_steps)
-    truth = np.asarray(problem.truth)
-    storage.write_nature_run(
-        exp.truth_url,
-        times,
-        truth.reshape(len(truth), *exp.layout.state_shape),
-        first_guess=np.asarray(problem.first_background),
-        dim=exp.layout.state_dim_names,
-        storage_options=exp.storage_options,
-    )
-    values = np.where(np.asarray(problem.obs.mask), np.asarray(problem.obs.values), np.nan)
-    table = storage.observation_table(times, exp.locations, values, exp.cfg.observations.error_std)
-    files = []
-    opts = exp.cfg.observations.storage_options or None
-    if "{cycle_id}" in exp.obs_url:
-        # one file per cycle: window times after the cycle point up to its end
-        step = pd.Timedelta(seconds=exp.step_seconds)
-        for c in range(n_cycles):
-            point = exp.axis.point(c)
-            rows = table[(table["time"] > point) & (table["time"] <= point + exp.window * step)]
-            url = exp.obs_url_for(point)
-            storage.write_observation_table(url, rows, storage_options=opts)
-            files.append(url)
-    else:
-        storage.write_observation_table(exp.obs_url, table, storage_options=opts)
-        files.append(exp.obs_url)
-    return {"truth": exp.truth_url, "observations": files, "n_obs": len(table)}
+def _simulate_name() -> str:
+    return f"{tasks.experiment(flow_run.parameters['config']).name}/simulate"
 
 
 @flow(
-    name="simulate",
-    flow_run_name=lambda: f"{tasks.experiment(flow_run.parameters['config']).name}/simulate",
-    persist_result=False,
-    validate_parameters=False,
+    name="simulate", flow_run_name=_simulate_name, persist_result=False, validate_parameters=False
 )
 def simulate_flow(config: str, cycles: int, seed: int = 0) -> dict:
     """An OSSE for the experiment: `cycles` windows of truth and observations."""
     exp = tasks.experiment(config)
-    if exp.cfg.observations.source != "synthetic":
-        raise ValueError(
+    if not exp.cfg.observations.simulated:
+        raise configs.ConfigError(
             f"{config}: observations.source is {exp.cfg.observations.source!r}; simulate makes "
             "synthetic observations (source: synthetic)"
         )
     with tags(*exp.tags):
-        out = write_osse(config, cycles, seed)
+        out = tasks.write_osse(exp, cycles, seed)
+    files = out["observations"]
     get_run_logger().info(
         "%s: nature run %s, %d observations in %s",
         exp.name,
         out["truth"],
         out["n_obs"],
-        ", ".join(out["observations"][:3]) + (" …" if len(out["observations"]) > 3 else ""),
+        ", ".join(files[:3]) + (" …" if len(files) > 3 else ""),
     )
     return out
-
-
-def reference_scores(config: str, cycles: int, seed: int = 0, spinup: int = 0) -> dict:
-    """The pure-JAX loop on the same OSSE as `simulate` (same gate and background check,
-    the loop the block task runs): what the pipeline must reproduce. **Returns** the
-    time-mean window-end RMSEs (`"analysis"` of the accepted trajectories, `"background"`)
-    and the loop's `CycleOutput` (`"output"`)."""
-    import equinox as eqx
-
-    exp = tasks.experiment(config)
-    problem = tasks.osse_problem(exp.cfg, cycles, seed)
-    out = eqx.filter_jit(vc.run_cycles)(
-        exp.model,
-        exp.method,
-        problem.first_background,
-        problem.obs,
-        cycles,
-        exp.window,
-        gate=exp.gate,
-        check=exp.check,
-    )
-    scores = vc.cycle_scores(out, problem.truth, exp.window, spinup=spinup)
-    return {
-        "analysis": float(scores["analysis"]),
-        "background": float(scores["background"]),
-        "output": out,
-    }

@@ -1,4 +1,5 @@
-"""Unattended cycling: the scheduled flow a deployment runs, with a catch-up policy.
+"""Unattended cycling: the scheduled flow a deployment runs, with a catch-up policy, and
+the deployment that schedules it.
 
 A scheduled run at time T processes every cycle that is due — its window ended by T — and
 is not done. After an outage the missed cycles are run, or marked `skipped`, as
@@ -8,6 +9,8 @@ deployment allows one run at a time.
 
 import math
 import time
+from datetime import UTC, timedelta
+from pathlib import Path
 
 import pandas as pd
 from prefect import flow, get_run_logger, tags
@@ -16,7 +19,7 @@ from prefect.runtime import flow_run
 import storage
 import tasks
 
-from ._flows import _tick, cycle_flow, cycles_to_do
+from ._flows import cycles_to_do, run_cycles
 
 
 def _scheduled_time() -> pd.Timestamp:
@@ -55,8 +58,7 @@ def catch_up(exp, todo: list[int], now: pd.Timestamp) -> tuple[list[int], list[i
     if ops.catch_up == "latest":
         return todo[-1:], todo[:-1], "catch-up policy latest: skipped for the newest cycle"
     lag = pd.Timedelta(ops.max_lag)
-    ends = [exp.axis.point(i) + exp.axis.interval for i in todo]
-    recent = [now - end <= lag for end in ends]
+    recent = [now - (exp.axis.point(i) + exp.axis.interval) <= lag for i in todo]
     run = [i for i, ok in zip(todo, recent, strict=True) if ok]
     skip = [i for i, ok in zip(todo, recent, strict=True) if not ok]
     return run, skip, f"catch-up policy max_lag {ops.max_lag}: its window ended too long ago"
@@ -67,47 +69,80 @@ def _run_name() -> str:
     return f"{exp.name}/scheduled {storage.cycle_id(_scheduled_time())}"
 
 
+def _skip(run: tasks.Run, skip: list[int], reason: str) -> None:
+    for i in skip:
+        run.store.write_cycle(run.exp.axis.point(i), {"status_reason": reason}, "skipped")
+    if skip:
+        first, last = run.exp.axis.cycle(skip[0]), run.exp.axis.cycle(skip[-1])
+        get_run_logger().warning(
+            "%s: %d missed cycles skipped (%s … %s): %s",
+            run.exp.name,
+            len(skip),
+            first,
+            last,
+            reason,
+        )
+
+
 @flow(name="scheduled-cycling", flow_run_name=_run_name, persist_result=False)
 def scheduled_flow(config: str, at: str | None = None) -> dict:
     """Every due cycle that is not done, after the catch-up policy, each as a `cycle` run.
     `at`: the time to run as of (default: the run's scheduled time)."""
-    exp = tasks.experiment(config)
-    log = get_run_logger()
-    now = _due_time()
+    exp, log, now = tasks.experiment(config), get_run_logger(), _due_time()
     latest = latest_due(exp, now)
     if latest < 0:
         log.info("%s: no cycle is due at %s", exp.name, storage.iso(now))
-        return {"ran": [], "skipped": []}
+        return {"ran": [], "statuses": {}, "skipped": []}
     t0 = time.perf_counter()
-    statuses = {}
-    with tasks.open_writer(exp) as store:
-        todo = cycles_to_do(exp, store, exp.axis.origin, exp.axis.point(latest), rerun=False)
-        run, skip, reason = catch_up(exp, todo, now)
-        for i in skip:
-            store.write_cycle(exp.axis.point(i), {"status_reason": reason}, "skipped")
-        if skip:
-            log.warning(
-                "%s: %d missed cycles skipped (%s … %s): %s",
-                exp.name,
-                len(skip),
-                storage.cycle_id(exp.axis.point(skip[0])),
-                storage.cycle_id(exp.axis.point(skip[-1])),
-                reason,
-            )
+    with tasks.open_run(exp) as run:
+        todo = cycles_to_do(run, exp.axis.cycle(0), exp.axis.cycle(latest), rerun=False)
+        to_run, skip, reason = catch_up(exp, todo, now)
+        _skip(run, skip, reason)
+        statuses = {}
         with tags(*exp.tags):
-            for n, i in enumerate(run, 1):
-                cycle = storage.cycle_id(exp.axis.point(i))
-                statuses[cycle] = cycle_flow(config, cycle)
-                _tick(n, len(run), cycle, statuses[cycle])
+            for i in to_run:  # one by one: each cycle's status is its own
+                counts = run_cycles(run, [i], 0, False, lambda done: None)
+                statuses[exp.axis.cycle(i).id] = next(iter(counts))
     log.info(
         "%s: ran %d cycles, skipped %d, in %.1f s",
         exp.name,
-        len(run),
+        len(to_run),
         len(skip),
         time.perf_counter() - t0,
     )
     return {
         "ran": list(statuses),
         "statuses": statuses,
-        "skipped": [storage.cycle_id(exp.axis.point(i)) for i in skip],
+        "skipped": [exp.axis.cycle(i).id for i in skip],
     }
+
+
+def schedule(exp):
+    """The experiment's schedule: every `cycling.interval` from the end of the first
+    window, or `operations.cron` (UTC)."""
+    from prefect.schedules import Cron, Interval
+
+    if exp.cfg.operations.cron:
+        return Cron(exp.cfg.operations.cron, timezone="UTC")
+    first = exp.axis.origin + exp.axis.interval  # the first window ends here
+    return Interval(
+        timedelta(seconds=exp.axis.interval.total_seconds()),
+        anchor_date=first.to_pydatetime().replace(tzinfo=UTC),
+        timezone="UTC",
+    )
+
+
+def serve(config) -> None:
+    """Serves the experiment's deployment of `scheduled_flow` in this process: its schedule,
+    one run at a time (later runs queue). Needs a running server."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
+    exp = tasks.experiment(config)
+    scheduled_flow.serve(
+        name=exp.name,
+        schedules=[schedule(exp)],
+        parameters={"config": str(Path(config).resolve())},
+        tags=exp.tags,
+        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="ENQUEUE"),
+        description=f"{exp.cfg.description} — scheduled cycling into {exp.store_url}",
+    )

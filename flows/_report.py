@@ -1,74 +1,37 @@
-"""The experiment report: PNG plots and a markdown summary from a cycle store (and the OSSE
-nature run, when there is one). Reads through `storage`; draws with matplotlib."""
+"""The experiment report: PNG plots and a markdown summary of a cycle store (and of the OSSE
+nature run, when there is one). The data and the scores come from `tasks.report_data`; this
+module only draws and writes."""
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
-
-import storage  # noqa: E402
+import storage
+import tasks
 
 
-def _truth_at(truth: xr.DataArray | None, ds: xr.Dataset, window_index: int) -> np.ndarray | None:
-    """The truth at `cycle + window_time[window_index]` for every cycle, NaN where unknown."""
-    if truth is None:
-        return None
-    times = ds.cycle.values + ds.window_time.values[window_index]
-    return truth.reindex(time=times).values
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported when a figure is drawn (not with
+    the flows: it costs a second at start-up)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
-def window_end_rmse(ds: xr.Dataset, truth: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
-    """Per cycle of `ds`, the RMSE against `truth` of the analysis and of the background at
-    the window end (NaN where the truth is unknown)."""
-    truth_end = _truth_at(truth, ds, -1)
-    state_axes = tuple(range(1, truth_end.ndim))  # every state dimension (site, or y and x)
-    return tuple(
-        np.sqrt(
-            np.nanmean((ds[name].isel(window_time=-1).values - truth_end) ** 2, axis=state_axes)
-        )
-        for name in ("analysis", "background")
-    )
-
-
-def store_scores(
-    store_url, truth_url, start: int = 0, stop: int | None = None, storage_options=None
-) -> dict:
-    """Time-mean window-end RMSE (`"analysis"`, `"background"`) of cycles `start:stop` of a
-    store against an OSSE nature run: what `vardax_core.cycle_scores` gives in memory."""
-    ds = xr.open_zarr(str(store_url), storage_options=storage_options or None)
-    ds = ds.isel(cycle=slice(start, stop))
-    truth = storage.read_nature_run(truth_url, storage_options=storage_options)
-    rmse_a, rmse_b = window_end_rmse(ds, truth)
-    return {"analysis": float(np.mean(rmse_a)), "background": float(np.mean(rmse_b))}
-
-
-def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) -> Path:
-    """Writes `rmse.png`, `hovmoller.png`, `innovations.png` and `summary.md` into `out_dir`.
-
-    **Returns** the path of `summary.md`.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    store = storage.CycleStore.open(store_url, storage_options=storage_options)
-    table = store.status_table()
-    done = table["status"].isin(["committed", "degraded"]).to_numpy()
-    ds = store.dataset().isel(cycle=np.flatnonzero(done))
-    truth = storage.read_nature_run(truth_url) if truth_url else None
-    experiment = store.attrs.get("experiment") or Path(str(store_url)).stem
+def _status_lines(data: tasks.ReportData, store_url) -> tuple[list[str], pd.DataFrame]:
+    table = data.table
     used = np.flatnonzero((table["status"] != "empty").to_numpy())
     table = table.iloc[: used[-1] + 1 if len(used) else 0]  # not the unused slots at the end
     counts = table["status"].value_counts().reindex(list(storage.STATUS), fill_value=0)
-
     lines = [
-        f"# {experiment}",
+        f"# {data.attrs.get('experiment') or Path(str(store_url)).stem}",
         "",
-        f"Store `{store_url}` — cycles from {store.attrs['cycle_origin']} every "
-        f"{store.attrs['cycle_interval']}.",
+        f"Store `{store_url}` — cycles from {data.attrs['cycle_origin']} every "
+        f"{data.attrs['cycle_interval']}.",
         "",
         "| status | cycles |",
         "|---|---|",
@@ -83,90 +46,96 @@ def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) ->
             for row in flagged.head(50).itertuples()
         ]
         lines.append("")
-    if ds.sizes["cycle"] == 0:
-        lines.append("No committed cycles yet.")
-        (out / "summary.md").write_text("\n".join(lines) + "\n")
-        return out / "summary.md"
+    return lines, table
 
-    cycles = pd.DatetimeIndex(ds.cycle.values)
-    analysis = ds.analysis.isel(window_time=-1).values
-    background = ds.background.isel(window_time=-1).values
-    truth_end = _truth_at(truth, ds, -1)
-    state_dim = ds.analysis.dims[-1]
 
+def _draw_rmse(data: tasks.ReportData, table, experiment: str, path) -> list[str]:
+    """RMSE against the truth at the window end (or the RMS increment without a truth)."""
+    plt = _pyplot()
+    ends, s = data.ends, data.scores
+    cycles = pd.DatetimeIndex(ends.cycles)
     fig, ax = plt.subplots(figsize=(10, 3.6))
-    if truth_end is not None:
-        rmse_a, rmse_b = window_end_rmse(ds, truth)
+    lines = []
+    if ends.truth is not None:
+        mean_a, mean_b = float(s["mean_rmse_analysis"]), float(s["mean_rmse_background"])
         ax.plot(
-            cycles, rmse_b, color="C1", lw=1, label=f"background (mean {np.nanmean(rmse_b):.3f})"
+            cycles, s["rmse_background"], color="C1", lw=1, label=f"background (mean {mean_b:.3f})"
         )
         ax.plot(
-            cycles, rmse_a, color="C0", lw=1.2, label=f"analysis (mean {np.nanmean(rmse_a):.3f})"
+            cycles, s["rmse_analysis"], color="C0", lw=1.2, label=f"analysis (mean {mean_a:.3f})"
         )
         ax.set_ylabel("RMSE against truth")
-        lines += [
+        lines = [
             f"Time-mean RMSE at the window end over {len(cycles)} cycles: analysis "
-            f"**{np.nanmean(rmse_a):.4f}**, background {np.nanmean(rmse_b):.4f}.",
+            f"**{mean_a:.4f}**, background {mean_b:.4f}.",
             "",
         ]
     else:
-        state_axes = tuple(range(1, analysis.ndim))
-        spread = np.sqrt(np.mean((analysis - background) ** 2, axis=state_axes))
-        ax.plot(cycles, spread, color="C0", lw=1, label="RMS increment")
+        ax.plot(cycles, s["rms_increment"], color="C0", lw=1, label="RMS increment")
         ax.set_ylabel("RMS increment (no truth)")
     degraded = table.index[table["status"] == "degraded"]
     for t in degraded:
         ax.axvline(t, color="C3", alpha=0.4, lw=1)
-    ax.set_title(
-        f"{experiment}: error at the window end"
-        + (" (red: degraded cycles)" if len(degraded) else "")
-    )
+    note = " (red: degraded cycles)" if len(degraded) else ""
+    ax.set_title(f"{experiment}: error at the window end{note}")
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "rmse.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    return lines
 
-    if analysis.ndim == 3:  # (cycle, y, x): a 2-D field
-        _draw_maps(ds, truth_end, experiment, out / "maps.png")
-        state_figure = ("maps", "maps.png")
-    else:
-        _draw_hovmoller(cycles, analysis, truth_end, state_dim, experiment, out / "hovmoller.png")
-        state_figure = ("Hovmöller", "hovmoller.png")
 
+def _draw_innovations(table, done, experiment: str, path) -> None:
+    plt = _pyplot()
+    cycles, rows = table.index[done], table.iloc[done]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 4.4), sharex=True)
-    chi2 = ds.innovation_chi2_dof.values
-    ax1.plot(cycles, chi2, ".", ms=3, color="C2")
+    ax1.plot(cycles, rows["innovation_chi2_dof"], ".", ms=3, color="C2")
     ax1.axhline(1.0, color="k", lw=0.8)
     ax1.set_ylabel("innovation χ²/dof")
-    ax2.plot(cycles, ds.innovation_mean.values, ".", ms=3, color="C4")
+    ax2.plot(cycles, rows["innovation_mean"], ".", ms=3, color="C4")
     ax2.axhline(0.0, color="k", lw=0.8)
     ax2.set_ylabel("innovation mean")
     ax1.set_title(f"{experiment}: innovation statistics (consistent B and R give χ²/dof ≈ 1)")
     fig.tight_layout()
-    fig.savefig(out / "innovations.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
-    finite_chi2 = chi2[np.isfinite(chi2)]
-    if len(finite_chi2):
-        lines += [
-            f"Innovation χ²/dof: median {np.median(finite_chi2):.3f} (1 when B and R fit).",
-            "",
-        ]
-    lines += [
-        "![RMSE](rmse.png)",
-        "",
-        f"![{state_figure[0]}]({state_figure[1]})",
-        "",
-        "![innovations](innovations.png)",
-        "",
-    ]
+
+def write_report(store_url, out_dir, *, truth_url=None, storage_options=None) -> Path:
+    """Writes `rmse.png`, a state figure (`hovmoller.png`, or `maps.png` for a field),
+    `innovations.png` and `summary.md` into `out_dir`. **Returns** the path of `summary.md`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = tasks.report_data(store_url, truth_url, storage_options)
+    experiment = data.attrs.get("experiment") or Path(str(store_url)).stem
+    lines, table = _status_lines(data, store_url)
+    done = np.flatnonzero(table["status"].isin(["committed", "degraded"]).to_numpy())
+    if len(done) == 0:
+        (out / "summary.md").write_text("\n".join([*lines, "No committed cycles yet."]) + "\n")
+        return out / "summary.md"
+    lines += _draw_rmse(data, table, experiment, out / "rmse.png")
+    if data.ends.analysis.ndim == 3:  # (cycle, y, x): a 2-D field
+        _draw_maps(data.ends, experiment, out / "maps.png")
+        state_figure = ("maps", "maps.png")
+    else:
+        _draw_hovmoller(data.ends, experiment, out / "hovmoller.png")
+        state_figure = ("Hovmöller", "hovmoller.png")
+    _draw_innovations(table, done, experiment, out / "innovations.png")
+    median = data.scores.get("chi2_dof_median")
+    if median is not None and np.isfinite(median):
+        lines += [f"Innovation χ²/dof: median {float(median):.3f} (1 when B and R fit).", ""]
+    lines += ["![RMSE](rmse.png)", "", f"![{state_figure[0]}]({state_figure[1]})", ""]
+    lines += ["![innovations](innovations.png)", ""]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return out / "summary.md"
 
 
-def _draw_hovmoller(cycles, analysis, truth_end, state_dim, experiment, path) -> None:
+def _draw_hovmoller(ends: storage.WindowEnds, experiment: str, path) -> None:
     """Time × site panels at the window end: truth, analysis and their difference."""
+    plt = _pyplot()
+    cycles, analysis, truth_end = pd.DatetimeIndex(ends.cycles), ends.analysis, ends.truth
+    state_dim = ends.state_dims[-1]
     panels = [("analysis", analysis)]
     if truth_end is not None:
         panels = [
@@ -196,14 +165,14 @@ def _draw_hovmoller(cycles, analysis, truth_end, state_dim, experiment, path) ->
     plt.close(fig)
 
 
-def _draw_maps(ds: xr.Dataset, truth_end, experiment: str, path) -> None:
+def _draw_maps(ends: storage.WindowEnds, experiment: str, path) -> None:
     """Maps of the last cycle at the window end: truth, background, analysis and the
     analysis error, with the observations the window assimilated."""
-    last = ds.isel(cycle=-1, window_time=-1)
-    background, analysis = last.background.values, last.analysis.values
+    plt = _pyplot()
+    background, analysis = ends.background[-1], ends.analysis[-1]
     panels = [("background", background), ("analysis", analysis)]
-    if truth_end is not None:
-        truth = truth_end[-1]
+    if ends.truth is not None:
+        truth = ends.truth[-1]
         panels = [
             ("truth", truth),
             ("background", background),
@@ -212,7 +181,7 @@ def _draw_maps(ds: xr.Dataset, truth_end, experiment: str, path) -> None:
         ]
     fig, axs = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.8, 3.6))
     lim = float(np.nanmax(np.abs(panels[0][1]))) or 1.0
-    seen = ds.obs_mask.isel(cycle=-1).values.any(axis=0)
+    points, seen = ends.obs_points, ends.obs_seen_last
     for ax, (name, field) in zip(np.atleast_1d(axs), panels, strict=True):
         error = "−" in name
         err_lim = float(np.nanmax(np.abs(field))) or 1.0
@@ -223,22 +192,31 @@ def _draw_maps(ds: xr.Dataset, truth_end, experiment: str, path) -> None:
             vmin=-(err_lim if error else lim),
             vmax=err_lim if error else lim,
         )
-        if "obs_x" in ds.coords and error:
-            ax.plot(ds.obs_x.values[seen], ds.obs_y.values[seen], "k.", ms=1.5, alpha=0.6)
-        ax.set_title(name + (" (dots: observations)" if error and "obs_x" in ds.coords else ""))
+        if points is not None and error:
+            ax.plot(points[seen, 1], points[seen, 0], "k.", ms=1.5, alpha=0.6)
+        ax.set_title(name + (" (dots: observations)" if error and points is not None else ""))
         ax.set_xlabel("x")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     np.atleast_1d(axs)[0].set_ylabel("y")
-    when = pd.Timestamp(ds.cycle.values[-1]) + pd.Timedelta(ds.window_time.values[-1])
+    when = pd.Timestamp(ends.valid[-1])
     fig.suptitle(f"{experiment}: window end {when:%Y-%m-%d %H:%M}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def run_figure_png(store_url, first: int, last: int, storage_options=None) -> bytes:
+def run_figure_png(store_url, first: int, last: int, storage_options=None) -> bytes | None:
     """A small PNG of cycles `first…last` of a store: innovation χ²/dof and the largest
-    increment per cycle, statuses coloured (for the Prefect UI's run artifact)."""
+    increment per cycle, statuses coloured (for the Prefect UI's run artifact); None when
+    it cannot be drawn (a figure is not worth failing a run for)."""
+    try:
+        return _run_figure(store_url, first, last, storage_options)
+    except Exception:
+        return None
+
+
+def _run_figure(store_url, first: int, last: int, storage_options) -> bytes:
+    plt = _pyplot()
     import io
 
     store = storage.CycleStore.open(store_url, storage_options=storage_options)

@@ -1,9 +1,13 @@
 """The `vardax-cycle` command line (typer + rich).
 
-`simulate`, `run`, `backfill` and `demo` run the Prefect flows (on Prefect's embedded server
-unless `PREFECT_API_URL` names a real one); `status`, `report`, `validate`, `info` read.
+`simulate`, `run`, `backfill`, `demo`, `train`, `sweep` and `ensemble` run the Prefect flows
+(on Prefect's embedded server unless `PREFECT_API_URL` names a real one); `status`,
+`report`, `validate`, `info` read. Every error ends in one message naming the file, key,
+cycle or store at fault, and an exit code a script can act on (`EXIT_CODES`); Prefect's
+logs and Python's tracebacks only with `-v`.
 """
 
+import functools
 import importlib.metadata as md
 import os
 from pathlib import Path
@@ -11,12 +15,29 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ._runtime import configure_prefect
+
+EXIT_CODES = {
+    0: "done",
+    1: "halted by the gate",
+    2: "bad input (config, observations, store, command-line arguments)",
+    3: "the store is locked by another writer",
+    4: "storage failure (unreadable, unwritable, corrupt)",
+    5: "internal error",
+}
+_LABELS = {1: "halted", 2: "bad input", 3: "locked", 4: "storage failure", 5: "internal error"}
+
 app = typer.Typer(
-    help="vardax-cycle: cycling data assimilation on JAX, Prefect and Zarr.", no_args_is_help=True
+    help="vardax-cycle: cycling data assimilation on JAX, Prefect and Zarr. Exit codes: "
+    + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())
+    + ".",
+    no_args_is_help=True,
 )
 console = Console()
+_verbose = [False]
 
 _PACKAGES = (
     "vardax-cycle",
@@ -37,34 +58,65 @@ _PACKAGES = (
 )
 
 
+class CommandError(Exception):
+    """A command that cannot run as asked (exit code 2)."""
+
+    exit_code = 2
+
+
+def exit_code(err: BaseException) -> int:
+    """The exit code of an error: its own (`exit_code`), else 2 for a training that went
+    non-finite (a learning rate to lower), 130 for an interrupt, 5 for anything else."""
+    if isinstance(err, KeyboardInterrupt):
+        return 130
+    if isinstance(err, FloatingPointError):
+        return 2
+    return int(getattr(err, "exit_code", 5))
+
+
+def command(fn):
+    """A command whose errors end in one line and their exit code."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except BaseException as err:
+            code = exit_code(err)
+            if _verbose[0]:
+                console.print_exception(show_locals=False)
+            what = _LABELS.get(code, "interrupted")
+            hint = " (run with -v for the traceback)" if code == 5 and not _verbose[0] else ""
+            message = str(err) or type(err).__name__
+            line = f"[red]{what}[/red]: {escape(message)}{hint}"
+            console.print(line, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=code) from None
+
+    return app.command()(run)
+
+
 @app.callback()
 def main(
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Prefect's INFO logs on the console too")
+        bool, typer.Option("--verbose", "-v", help="Prefect's logs and tracebacks on the console")
     ] = False,
 ) -> None:
     """Cycling data assimilation: a pure-JAX core run by Prefect into Zarr stores."""
-    # Prefect reads these at import (the commands import it lazily). The run's logs still
-    # reach the Prefect API (and UI) at INFO; the console shows a progress bar instead.
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # before Prefect is imported (the commands import it lazily): it reads these then
+    _verbose[0] = verbose
+    configure_prefect(verbose)
 
 
 _Config = Annotated[Path, typer.Argument(help="experiment YAML file")]
 
 
-def _load(config: Path):
-    """The experiment of a config, or exit 2 with the config's problems."""
-    import configs
+def _experiment(config: Path):
     import tasks
 
-    try:
-        return tasks.experiment(config)
-    except configs.ConfigError as err:
-        console.print(f"[red]invalid config[/red]\n{err}")
-        raise typer.Exit(code=2) from None
+    tasks.configure_runtime()
+    return tasks.experiment(config)
 
 
 def _server_note() -> None:
@@ -100,14 +152,13 @@ def _progress_bar():
     )
 
 
-def _run_cycles(config: Path, start, end, *, rerun=False, block=0, cold_start=False) -> dict:
-    """Runs the cycling flow with a progress bar; maps the pipeline's errors to exit codes
-    (1: a cycle halted, 2: bad input, 3: the store is locked by another writer)."""
-    import storage
-    import tasks
+def _run_cycles(exp, first, last, *, rerun=False, block=0, cold_start=False) -> dict:
+    """Runs the cycling flow with a progress bar."""
+    from prefect import tags
+
     from flows import _flows
 
-    exp = _load(config)
+    exp.require_method()  # a learned method without its checkpoint: say so, start nothing
     _server_note()
     progress = _progress_bar()
     bar = progress.add_task(f"{exp.name}", total=None, last="starting Prefect…")
@@ -116,38 +167,22 @@ def _run_cycles(config: Path, start, end, *, rerun=False, block=0, cold_start=Fa
         progress.update(bar, completed=done, total=total, last=f"{cycle} {status}")
 
     _flows.set_progress(tick)
-    from prefect import tags
-
     try:
         with progress, tags(*exp.tags):
             return _flows.cycling_flow(
-                str(config),
-                start=start,
-                end=end,
-                rerun=rerun,
-                block=block,
-                cold_start=cold_start,
+                exp.config_path, first, last, rerun=rerun, block=block, cold_start=cold_start
             )
-    except tasks.CycleHalted as err:
-        console.print(f"[red]halted[/red]: {err}")
-        raise typer.Exit(code=1) from None
-    except storage.StoreLockedError as err:
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(code=3) from None
-    except (storage.StoreError, storage.ObservationError, storage.CycleError) as err:
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(code=2) from None
     finally:
         _flows.set_progress(None)
 
 
-def _range(exp, start, end, cycles):
-    import storage
-
-    first = exp.point(start) if start else exp.axis.origin
-    if end is None:
-        end = storage.cycle_id(exp.axis.point(exp.axis.index(first) + cycles - 1))
-    return storage.cycle_id(first), storage.cycle_id(exp.point(end))
+def _range(exp, start, end, cycles) -> tuple[str, str]:
+    """The first and last cycle ids of `start … end` (or `cycles` cycles from `start`)."""
+    first = exp.cycle(start) if start else exp.axis.cycle(0)
+    last = exp.cycle(end) if end is not None else exp.axis.cycle(first.index + cycles - 1)
+    if last.index < first.index:
+        raise CommandError(f"--end {last} is before the first cycle {first}")
+    return first.id, last.id
 
 
 def _summary(exp, out: dict) -> None:
@@ -158,7 +193,7 @@ def _summary(exp, out: dict) -> None:
     )
 
 
-@app.command()
+@command
 def simulate(
     config: _Config,
     cycles: Annotated[int, typer.Option(min=1, help="cycles of truth and observations")] = 40,
@@ -168,32 +203,25 @@ def simulate(
     written beside the store (truth.zarr, observations file)."""
     from flows import _flows
 
-    exp = _load(config)
+    exp = _experiment(config)
     _server_note()
-    try:
-        out = _flows.simulate_flow(str(config), cycles, seed)
-    except ValueError as err:
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(code=2) from None
+    out = _flows.simulate_flow(exp.config_path, cycles, seed)
+    files = out["observations"]
     console.print(
         f"{exp.name}: nature run {out['truth']}; {out['n_obs']} observations in "
-        f"{', '.join(out['observations'][:2])}{' …' if len(out['observations']) > 2 else ''}"
+        f"{', '.join(files[:2])}{' …' if len(files) > 2 else ''}"
     )
 
 
-@app.command()
+@command
 def train(config: _Config) -> None:
     """Trains the config's learned method (fourdvarnet, amortized) on windows simulated from
     its model and observation layout, checks it on held-out windows against strong 4DVar's
     posterior (and the amortized posterior's calibration), and writes the checkpoint beside
     the store; `run` then loads it."""
-    import storage
     from flows import _train
 
-    exp = _load(config)
-    if not exp.cfg.method.learned:
-        console.print(f"[red]{config}: method {exp.cfg.method.name} is not learned[/red]")
-        raise typer.Exit(code=2)
+    exp = _experiment(config)
     _server_note()
     progress = _progress_bar()
     bar = progress.add_task(f"{exp.name} train", total=None, last="starting Prefect…")
@@ -206,10 +234,7 @@ def train(config: _Config) -> None:
     _train.set_progress(tick)
     try:
         with progress:
-            out = _train.train_flow(str(config))
-    except (storage.StoreError, ValueError, FloatingPointError) as err:
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(code=2) from None
+            out = _train.train_flow(exp.config_path)
     finally:
         _train.set_progress(None)
     table = Table(title=f"{exp.name}: {exp.cfg.method.name} on held-out windows")
@@ -222,7 +247,7 @@ def train(config: _Config) -> None:
     console.print(f"checkpoint: {out['checkpoint']}")
 
 
-@app.command()
+@command
 def run(
     config: _Config,
     cycles: Annotated[int, typer.Option(min=1, help="cycles from START (without --end)")] = 40,
@@ -237,12 +262,12 @@ def run(
 ) -> None:
     """Runs the cycles START … END; resumes by itself: cycles the store holds as done are
     skipped, and each cycle starts from the previous analysis in the store."""
-    exp = _load(config)
+    exp = _experiment(config)
     first, last = _range(exp, start, end, cycles)
-    _summary(exp, _run_cycles(config, first, last, block=block, cold_start=cold_start))
+    _summary(exp, _run_cycles(exp, first, last, block=block, cold_start=cold_start))
 
 
-@app.command()
+@command
 def backfill(
     config: _Config,
     start: Annotated[str, typer.Option(help="first cycle point of the period")],
@@ -257,13 +282,12 @@ def backfill(
 ) -> None:
     """Fills the cycles of a past period that are not done (gaps), or with --rerun
     recomputes all of them; done cycles outside the period are not touched."""
-    exp = _load(config)
+    exp = _experiment(config)
     first, last = _range(exp, start, end, 1)
-    out = _run_cycles(config, first, last, rerun=rerun, block=block, cold_start=cold_start)
-    _summary(exp, out)
+    _summary(exp, _run_cycles(exp, first, last, rerun=rerun, block=block, cold_start=cold_start))
 
 
-@app.command()
+@command
 def serve(config: _Config) -> None:
     """Serves a Prefect deployment of the scheduled cycling flow: one run per cycle point
     (the config's interval from origin + interval, or `operations.cron`), each processing
@@ -272,44 +296,19 @@ def serve(config: _Config) -> None:
     run keeps the deployment's one slot until the server's lease on it expires
     (PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION, 300 s by default); the
     cycle was not committed, so the next scheduled run redoes it."""
-    from datetime import UTC, timedelta
+    from flows import _operations
 
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig
-    from prefect.schedules import Cron, Interval
-
-    import storage
-    from flows._operations import scheduled_flow
-
-    exp = _load(config)
+    exp = _experiment(config)
     if not os.environ.get("PREFECT_API_URL"):
-        console.print(
-            "[red]serve needs a running Prefect server[/red] (schedules do not run on the "
-            "embedded one): start it with `vardax-cycle server` and set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        raise CommandError(
+            "serve needs a running Prefect server (schedules do not run on the embedded one): "
+            "start it with `vardax-cycle server` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
-        raise typer.Exit(code=2)
-    first = exp.axis.origin + exp.axis.interval  # the first window ends here
-    schedule = (
-        Cron(exp.cfg.operations.cron, timezone="UTC")
-        if exp.cfg.operations.cron
-        else Interval(
-            timedelta(seconds=exp.axis.interval.total_seconds()),
-            anchor_date=first.to_pydatetime().replace(tzinfo=UTC),
-            timezone="UTC",
-        )
-    )
     console.print(
-        f"serving {exp.name}: cycles every {exp.cfg.cycling.interval} from "
-        f"{storage.iso(first)} (catch-up {exp.cfg.operations.catch_up}); Ctrl-C stops"
+        f"serving {exp.name}: cycles every {exp.cfg.cycling.interval} (catch-up "
+        f"{exp.cfg.operations.catch_up}); Ctrl-C stops"
     )
-    scheduled_flow.serve(
-        name=exp.name,
-        schedules=[schedule],
-        parameters={"config": str(Path(config).resolve())},
-        tags=exp.tags,
-        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="ENQUEUE"),
-        description=f"{exp.cfg.description} — scheduled cycling into {exp.store_url}",
-    )
+    _operations.serve(config)
 
 
 @app.command()
@@ -317,7 +316,7 @@ def server(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 4200,
 ) -> None:
     """Starts a real local Prefect server (SQLite, UI on the same port) bound to 127.0.0.1,
-    with the settings ENVIRONMENT.md asks for; runs until stopped."""
+    telemetry off, the UI pointed at this port's API; runs until stopped."""
     import shutil
     import sys
 
@@ -337,7 +336,7 @@ def server(
     )
 
 
-@app.command()
+@command
 def demo(
     config: _Config = Path("configs/l96-4dvar.yaml"),
     cycles: Annotated[int, typer.Option(min=1)] = 40,
@@ -347,11 +346,10 @@ def demo(
     from flows import _flows
     from flows._report import write_report
 
-    exp = _load(config)
-    _flows.simulate_flow(str(config), cycles, 0)
+    exp = _experiment(config)
+    _flows.simulate_flow(exp.config_path, cycles, 0)
     first, last = _range(exp, None, None, cycles)
-    out = _run_cycles(config, first, last)
-    _summary(exp, out)
+    _summary(exp, _run_cycles(exp, first, last))
     report_dir = Path(os.path.dirname(exp.store_url)) / "report"
     summary = write_report(exp.store_url, report_dir, truth_url=exp.truth_url)
     console.print(f"store:  {exp.store_url}  (xarray.open_zarr reads it)")
@@ -361,7 +359,7 @@ def demo(
     console.print(summary.read_text(), markup=False)
 
 
-@app.command()
+@command
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="sweep YAML file (base, members, dask)")],
     scheduler: Annotated[
@@ -377,11 +375,7 @@ def sweep(
     import configs
     from flows import _distributed
 
-    try:
-        spec, _ = configs.load_sweep(sweep_file)
-    except configs.ConfigError as err:
-        console.print(f"[red]invalid sweep[/red]\n{err}")
-        raise typer.Exit(code=2) from None
+    spec, _ = configs.load_sweep(sweep_file)
     _server_note()
     where = scheduler or spec.dask.address or f"a LocalCluster of {spec.dask.n_workers} workers"
     console.print(f"sweep {spec.sweep}: {len(spec.members)} members on {where}")
@@ -401,7 +395,7 @@ def sweep(
     console.print(table)
 
 
-@app.command()
+@command
 def ensemble(
     config: _Config,
     cycle: Annotated[str, typer.Option(help="the analysis to start from (a done cycle)")],
@@ -417,28 +411,22 @@ def ensemble(
 ) -> None:
     """An ensemble of forecasts from a cycle's analysis, one Dask task per member; written
     as ensemble-<cycle>.zarr (forecast, mean, spread) beside the store."""
-    import storage
+    import tasks
     from flows import _distributed
 
-    exp = _load(config)
-    try:
-        point = exp.point(cycle)
-        store = storage.CycleStore.open(exp.store_url, storage_options=exp.storage_options)
-        status = store.status_of(point)
-    except (storage.StoreError, storage.CycleError, ValueError) as err:
-        console.print(f"[red]cannot start an ensemble[/red]: {err}")
-        raise typer.Exit(code=2) from None
+    exp = _experiment(config)
+    point = exp.cycle(cycle)
+    status = tasks.open_store(exp, writable=False).status_of(point.time)
     if status not in ("committed", "degraded"):
-        console.print(f"[red]cycle {cycle} is {status}[/red]: an ensemble starts from a done cycle")
-        raise typer.Exit(code=2)
+        raise CommandError(f"cycle {point} is {status}: an ensemble starts from a done cycle")
     _server_note()
     url = _distributed.run_ensemble(
-        str(config), storage.cycle_id(point), members, spread, seed, scheduler, workers
+        exp.config_path, point.id, members, spread, seed, scheduler, workers
     )
     console.print(f"ensemble: {url}  (xarray.open_zarr reads it)")
 
 
-@app.command()
+@command
 def info() -> None:
     """Versions of the stack and the devices JAX sees."""
     import jax
@@ -457,24 +445,28 @@ def info() -> None:
     console.print(f"JAX devices: {devices}")
 
 
-@app.command()
+@command
 def validate(config: Annotated[Path, typer.Argument(help="experiment YAML file")]) -> None:
-    """Checks an experiment config; prints what it sets up, or each problem with its key."""
-    import configs
+    """Checks an experiment config as `run` would (its model, observation layout,
+    covariances, method and gate built); prints what it sets up, or each problem with its
+    key."""
+    import storage
 
+    exp = _experiment(config)
+    cfg = exp.cfg
     try:
-        cfg = configs.load_config(config)
-    except configs.ConfigError as err:
-        console.print(f"[red]invalid config[/red]\n{err}")
-        raise typer.Exit(code=2) from None
+        exp.require_method()
+        method = type(exp.core.method).__name__
+    except storage.CheckpointError as err:
+        method = f"{cfg.method.name} (not trained yet: {err})"
     console.print(
-        f"[green]valid[/green]: {cfg.experiment} — {cfg.model.name} (state {cfg.model.state_size}), "
-        f"{cfg.method.name}, cycles from {cfg.cycling.origin} every {cfg.cycling.interval}, "
-        f"store {cfg.store.url}"
+        f"[green]valid[/green]: {cfg.experiment} — {cfg.model.name} (state "
+        f"{exp.model.state_size}), {cfg.method.name} = {method}, cycles from "
+        f"{cfg.cycling.origin} every {cfg.cycling.interval}, store {cfg.store.url}"
     )
 
 
-@app.command()
+@command
 def status(
     store: Annotated[str, typer.Argument(help="store path or fsspec URL")],
     last: Annotated[int, typer.Option(help="show the last N cycle slots that are not empty")] = 20,
@@ -482,11 +474,7 @@ def status(
     """The store's cycles and their states (a reader: needs no lock)."""
     import storage
 
-    try:
-        s = storage.CycleStore.open(store)
-    except storage.StoreError as err:
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(code=2) from None
+    s = storage.CycleStore.open(store)
     table = s.status_table()
     used = (table["status"] != "empty").to_numpy().nonzero()[0]
     table = table.iloc[: used[-1] + 1 if len(used) else 0]  # not the unused slots of the last block
@@ -494,18 +482,16 @@ def status(
     shown = table[table["status"] != "empty"].tail(last)
     out = Table(
         title=f"{s.attrs.get('experiment') or store}: "
-        + ", ".join(
-            f"{name} {int(counts.get(name, 0))}" for name in storage.STATUS if counts.get(name, 0)
-        )
+        + ", ".join(f"{n} {int(counts.get(n, 0))}" for n in storage.STATUS if counts.get(n, 0))
     )
     for col in ("cycle", "status", "cost_after", "iterations", "innovation_chi2_dof", "reason"):
         out.add_column(col)
     colour = {"committed": "green", "degraded": "yellow", "failed": "red", "skipped": "blue"}
     for _, row in shown.iterrows():
-        st_name = str(row["status"])
+        name = str(row["status"])
         out.add_row(
             row["cycle_id"],
-            f"[{colour.get(st_name, 'white')}]{st_name}[/]",
+            f"[{colour.get(name, 'white')}]{name}[/]",
             f"{row['cost_after']:.4g}",
             str(row["iterations"]),
             f"{row['innovation_chi2_dof']:.3g}",
@@ -518,7 +504,7 @@ def status(
     )
 
 
-@app.command()
+@command
 def report(
     store: Annotated[str, typer.Argument(help="store path or fsspec URL")],
     out: Annotated[Path, typer.Option(help="folder for the PNGs and summary.md")] = Path(
@@ -529,12 +515,7 @@ def report(
     ] = None,
 ) -> None:
     """PNG plots (RMSE(t), Hovmöller, innovation statistics) and a markdown summary."""
-    import storage
     from flows._report import write_report
 
-    try:
-        summary = write_report(store, out, truth_url=truth)
-    except (storage.StoreError, storage.ObservationError) as err:
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(code=2) from None
+    summary = write_report(store, out, truth_url=truth)
     console.print(f"report: {summary} (and the PNGs beside it)")

@@ -1,10 +1,14 @@
 """storage: every Zarr, xarray, fsspec and file-format access of vardax-cycle."""
 
+from ._cache import cached_array as cached_array
+from ._cache import read_cached_array as read_cached_array
+from ._cache import write_cached_array as write_cached_array
 from ._checkpoints import CheckpointError as CheckpointError
 from ._checkpoints import read_checkpoint as read_checkpoint
 from ._checkpoints import read_checkpoint_metadata as read_checkpoint_metadata
 from ._checkpoints import write_checkpoint as write_checkpoint
 from ._cycles import CycleAxis as CycleAxis
+from ._cycles import CyclePoint as CyclePoint
 from ._cycles import cycle_id as cycle_id
 from ._cycles import iso as iso
 from ._cycles import parse_interval as parse_interval
@@ -14,6 +18,7 @@ from ._errors import ObservationError as ObservationError
 from ._errors import StoreError as StoreError
 from ._errors import StoreLockedError as StoreLockedError
 from ._errors import StoreMismatchError as StoreMismatchError
+from ._errors import StoreNotFoundError as StoreNotFoundError
 from ._layout import DIAGNOSTICS as DIAGNOSTICS
 from ._layout import DONE as DONE
 from ._layout import GATE_VERDICT as GATE_VERDICT
@@ -23,6 +28,7 @@ from ._layout import StoreLayout as StoreLayout
 from ._lock import LockInfo as LockInfo
 from ._obs import COLUMNS as COLUMNS
 from ._obs import WindowObservations as WindowObservations
+from ._obs import cached_observation_table as cached_observation_table
 from ._obs import file_size as file_size
 from ._obs import observation_table as observation_table
 from ._obs import quality_control as quality_control
@@ -38,3 +44,5 @@ from ._products import write_ensemble as write_ensemble
 from ._store import CycleStore as CycleStore
 from ._store import content_hash as content_hash
 from ._store import open_zarr_store as open_zarr_store
+from ._views import WindowEnds as WindowEnds
+from ._views import read_window_ends as read_window_ends

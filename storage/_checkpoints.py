@@ -12,7 +12,9 @@ from ._errors import StoreError
 
 
 class CheckpointError(StoreError):
-    """A missing, incomplete or mismatched checkpoint."""
+    """A missing, incomplete or mismatched checkpoint (exit code 2: train it first)."""
+
+    exit_code = 2
 
 
 def metadata_url(url: str) -> str:

@@ -9,8 +9,10 @@ from ._errors import CycleError
 
 
 def parse_time(value) -> pd.Timestamp:
-    """An ISO 8601 time (`2026-01-01T06:00Z`, a cycle id `20260101T0600Z`, a datetime) as a
-    UTC `Timestamp` without time zone."""
+    """An ISO 8601 time (`2026-01-01T06:00Z`, a cycle id `20260101T0600Z`, a datetime, a
+    `CyclePoint`) as a UTC `Timestamp` without time zone."""
+    if isinstance(value, CyclePoint):
+        return value.time
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as err:
@@ -57,6 +59,23 @@ def iso(point: pd.Timestamp) -> str:
     return p.strftime("%Y-%m-%dT%H:%M:%SZ" if p.second else "%Y-%m-%dT%H:%MZ")
 
 
+@dataclass(frozen=True, order=True)
+class CyclePoint:
+    """One cycle of an experiment: its slot `index` on the cycle axis and its `time`; `id`
+    (and `str`) is its compact id (`20260101T0600Z`). Made by `CycleAxis.cycle` or
+    `CycleAxis.cycle_at`, and passed as it is between the steps of a run."""
+
+    index: int
+    time: pd.Timestamp
+
+    @property
+    def id(self) -> str:
+        return cycle_id(self.time)
+
+    def __str__(self) -> str:
+        return self.id
+
+
 @dataclass(frozen=True)
 class CycleAxis:
     """The cycle points `origin + k·interval`, `k = 0, 1, …`."""
@@ -68,8 +87,23 @@ class CycleAxis:
     def parse(cls, origin, interval) -> "CycleAxis":
         return cls(parse_time(origin), parse_interval(interval))
 
+    def cycle(self, index: int) -> CyclePoint:
+        """The cycle in slot `index`."""
+        if index < 0:
+            raise CycleError(f"cycle index {index} is before the store's origin")
+        return CyclePoint(int(index), self.point(index))
+
+    def cycle_at(self, value) -> CyclePoint:
+        """The cycle at a time or id (`2026-01-01T06:00Z`, `20260101T0600Z`); a clear error
+        before the origin or between cycle points."""
+        if isinstance(value, CyclePoint):
+            return value
+        return self.cycle(self.index(value))
+
     def index(self, point) -> int:
         """The slot of a cycle point; a clear error before the origin or off the grid."""
+        if isinstance(point, CyclePoint):
+            return point.index
         ts = parse_time(point)
         offset = ts - self.origin
         if offset < pd.Timedelta(0):

@@ -17,7 +17,10 @@ variables along one dimension, or `value` and `error_std` on a `(time, location)
 NaN where nothing was observed.
 """
 
+import functools
 import io
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +117,29 @@ def read_observation_table(
             )
         table["location"] = loc.astype("int64")
     return table
+
+
+@functools.lru_cache(maxsize=8)
+def _read_once(url: str, format, options_key: str, stamp):
+    del stamp  # part of the cache key only
+    return read_observation_table(url, format=format, storage_options=json.loads(options_key))
+
+
+def cached_observation_table(url, *, format=None, storage_options=None) -> pd.DataFrame:
+    """`read_observation_table`, read once per version (modification time and size) of a
+    local file; a remote one each time (its version is not known without reading it)."""
+    url = str(url)
+    options = json.dumps(storage_options or {}, sort_keys=True)  # hashable, nested too
+    stamp = None
+    if "://" not in url or url.startswith("file://"):
+        try:
+            st = os.stat(url.removeprefix("file://"))
+        except FileNotFoundError:
+            raise ObservationError(f"observation file not found: {url}") from None
+        stamp = (st.st_mtime_ns, st.st_size)
+    else:
+        _read_once.cache_clear()
+    return _read_once(url, format, options, stamp)
 
 
 def _table_from_xarray(url, fmt, storage_options):
@@ -254,31 +280,17 @@ def read_window(
     return select_window(table, cycle_point, window_offsets_s, locations, source=str(url))
 
 
-def quality_control(
-    obs: WindowObservations,
-    background_equivalent=None,
-    background_std=1.0,
-    *,
-    valid_range=(-np.inf, np.inf),
-    gross_error_k: float = 5.0,
-) -> np.ndarray:
-    """QC flags `(W, m)` (`QC` names them): `missing`, `nonfinite` (value or error),
-    `out_of_range` (outside `valid_range`), and — with `background_equivalent` `H(x_b)` —
-    `gross_error` when `|y − H(x_b)| > k·sqrt(σ_o² + σ_b²)`; else `pass`. Only `pass` is
-    assimilated. (The cycle runs the background check in JAX, `vardax_core.BackgroundCheck`,
-    and flags its rejections `gross_error` itself.)"""
+def quality_control(obs: WindowObservations, *, valid_range=(-np.inf, np.inf)) -> np.ndarray:
+    """Static QC flags `(W, m)` (`QC` names them): `missing`, `nonfinite` (value or error,
+    or an error that is not positive), `out_of_range` (outside `valid_range`); else `pass`.
+    Only `pass` is assimilated. (The check against the background, `gross_error`, is the
+    cycle's: `vardax_core.BackgroundCheck`.)"""
     y, sigma_o = obs.values, obs.error_std
     flags = np.full(y.shape, QC.index("pass"), dtype="int8")
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(y) & np.isfinite(sigma_o) & (sigma_o > 0)
         lo, hi = valid_range
         out_of_range = finite & ((y < lo) | (y > hi))
-        if background_equivalent is not None:
-            hxb = np.broadcast_to(np.asarray(background_equivalent, dtype="float64"), y.shape)
-            sigma_b = np.broadcast_to(np.asarray(background_std, dtype="float64"), y.shape)
-            misfit = np.abs(y - hxb)
-            bound = gross_error_k * np.sqrt(sigma_o**2 + sigma_b**2)
-            flags[finite & ~out_of_range & (misfit > bound)] = QC.index("gross_error")
     flags[out_of_range] = QC.index("out_of_range")
     flags[obs.mask & ~finite] = QC.index("nonfinite")
     flags[~obs.mask] = QC.index("missing")

@@ -24,7 +24,6 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -32,7 +31,7 @@ import zarr
 import zarr.storage
 
 from ._cycles import CycleAxis, cycle_id, iso, iso_duration, parse_time
-from ._errors import CycleError, StoreError, StoreMismatchError
+from ._errors import CycleError, StoreError, StoreMismatchError, StoreNotFoundError
 from ._layout import DONE, EMPTY, GATE_VERDICT, QC, STATUS, StoreLayout
 from ._lock import StoreLock, break_lock, read_lock
 
@@ -194,7 +193,7 @@ class CycleStore:
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         store = open_zarr_store(url, storage_options, read_only=(mode == "r"))
         if not zarr.core.sync.sync(store.exists("zarr.json")):
-            raise StoreError(f"no store at {url}")
+            raise StoreNotFoundError(f"no store at {url}")
         attrs = dict(zarr.open_group(store, mode="r", zarr_format=3).attrs)
         if attrs.get("vardax_store_version") != STORE_VERSION:
             raise StoreMismatchError(
@@ -291,6 +290,8 @@ class CycleStore:
 
     @staticmethod
     def _template(layout: StoreLayout, axis: CycleAxis, n: int, field_chunk: int = 1) -> xr.Dataset:
+        import dask.array as da  # only to create a store: it costs a second to import
+
         data_vars = {}
         for name, (dims, shape, dtype) in layout.variables().items():
             chunks = (field_chunk, *shape) if shape else (n,)

@@ -38,9 +38,9 @@ def store_arrays(url, n_cycles: int) -> dict[str, np.ndarray]:
 
 def window_end_rmse(store_url, truth_url, n_cycles: int, spinup: int = 0) -> float:
     """Time-mean analysis RMSE at the window ends of cycles `spinup:n_cycles` of a store."""
-    from flows._report import store_scores
+    import tasks
 
-    return store_scores(store_url, truth_url, spinup, n_cycles)["analysis"]
+    return tasks.store_scores(store_url, truth_url, spinup, n_cycles)["analysis"]
 
 
 def run_cycle_by_cycle_and_in_blocks(root, shipped: str, n_cycles: int, block: int, **changes):

@@ -1,9 +1,13 @@
 import jax
 import pytest
 
-# The science tests compare against finite differences and across methods to 1e-4 and
-# tighter: run them in double precision.
-jax.config.update("jax_enable_x64", True)
+import tasks
+
+# The pipeline's runtime for the whole session: double precision (the science tests compare
+# against finite differences and across methods to 1e-4 and tighter) and JAX's persistent
+# compilation cache, which the two workers share (what one compiles the other loads).
+tasks.configure_runtime()
+assert jax.config.jax_enable_x64
 
 
 @pytest.fixture

@@ -20,13 +20,17 @@ KEYS = (0, 1, 2, 3)  # the same draws as bench/window.py
 
 @pytest.fixture(scope="module")
 def l96_2l_table():
+    """The median over the draws of each score. A draw is a chaotic truth spun up 2000
+    steps, which the machine's floating point decides: on a CPU without FMA (XLA's
+    `--xla_cpu_max_isa=AVX`) draw 0's truth is one where strong and incremental 4DVar both
+    land in a poor local minimum (RMSE 2.9), which would decide a mean of four."""
     rows = {}
     for k in KEYS:
         problem = vc.l96_two_level_window_problem(jax.random.PRNGKey(k))
         for name, method in window.methods(problem).items():
             rows.setdefault(name, []).append(window.score(problem, method, repeats=0))
     return {
-        name: {c: float(np.mean([r[c] for r in rs])) for c in rs[0]} for name, rs in rows.items()
+        name: {c: float(np.median([r[c] for r in rs])) for c in rs[0]} for name, rs in rows.items()
     }
 
 
@@ -76,8 +80,9 @@ def test_cycling_restarts_from_the_analysis():
     method = vc.OptimalInterpolation(
         H, vc.ScaledIdentityCovariance(10, 0.5), vc.ScaledIdentityCovariance(10, 1.0)
     )
-    out = eqx.filter_jit(vc.run_cycles)(model, method, problem.first_background, problem.obs, 4, 3)
+    cycle = vc.Cycle(model, method, window=3)
+    out = eqx.filter_jit(vc.run_cycles)(cycle, problem.first_background, problem.obs, 4)
     for c in range(1, 4):
         assert jnp.allclose(out.background[c], model.rollout(out.analysis.trajectory[c - 1, -1], 3))
     with pytest.raises(ValueError, match="need 16 observation rows, got 13"):
-        vc.run_cycles(model, method, problem.first_background, problem.obs, 5, 3)
+        vc.run_cycles(cycle, problem.first_background, problem.obs, 5)

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import configs
 import tasks
 import vardax_core as vc
 
@@ -18,22 +17,23 @@ N = 120
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = configs.load_config(CONFIG)
-    model = tasks.build_model(cfg.model)
-    H = tasks.build_obs_operator(cfg, model)
-    method = tasks.build_method(cfg, model, H, seed=1)
+    exp = tasks.experiment(CONFIG)
+    cfg, model, method = exp.cfg, exp.model, exp.core.method
     gate = vc.Gate(
-        H, method.prior_cov, method.obs_cov, cfg.gates.chi2_dof, cfg.gates.increment_sigma
+        method.obs_operator,
+        method.prior_cov,
+        method.obs_cov,
+        cfg.gates.chi2_dof,
+        cfg.gates.increment_sigma,
     )
-    problem = tasks.osse_problem(cfg, N, seed=0)
+    problem = tasks.osse_problem(exp, N, seed=0)
     return model, method, gate, problem
 
 
 def _run(setup, obs, gate=True):
     model, method, g, problem = setup
-    return eqx.filter_jit(vc.run_cycles)(
-        model, method, problem.first_background, obs, N, 1, gate=g if gate else None
-    )
+    cycle = vc.Cycle(model, method, gate=g if gate else None, window=1)
+    return eqx.filter_jit(vc.run_cycles)(cycle, problem.first_background, obs, N)
 
 
 def test_healthy_run_passes_every_cycle(setup):

@@ -306,7 +306,7 @@ def test_posterior_agreement_passes_the_oracle_and_fails_a_far_analysis():
 
 def test_gate_with_an_oracle_reports_and_rejects():
     oracle, background, obs, H, B, R = _oracle_problem([2, 4, 6, 8])
-    gate = vc.Gate(H, B, R, increment_at="start", oracle=vc.PosteriorAgreement(oracle, k=3.0))
+    gate = vc.Gate(H, B, R, increments_at_start=True, oracle=vc.PosteriorAgreement(oracle, k=3.0))
     post = vc.laplace_posterior(oracle, background, obs)
     good = vc.Analysis(
         post.mean, jnp.array(0.0), jnp.array(0.0), jnp.array(1), vc.AnalysisResult.successful
@@ -316,7 +316,7 @@ def test_gate_with_an_oracle_reports_and_rejects():
     bad = eqx.tree_at(lambda a: a.trajectory, good, post.mean + 6 * post.std)
     rep = gate(background, bad, obs)
     assert not bool(rep.passed) and float(rep.oracle_max_sigma) > 5.9
-    plain = vc.Gate(H, B, R, increment_at="start")(background, bad, obs)
+    plain = vc.Gate(H, B, R, increments_at_start=True)(background, bad, obs)
     assert np.isnan(float(plain.oracle_max_sigma))
     # what the cycle hands on: the background, or with the oracle fallback the oracle's
     np.testing.assert_allclose(vc.accepted_trajectory(background, bad, obs, rep), background)
@@ -324,7 +324,7 @@ def test_gate_with_an_oracle_reports_and_rejects():
         H,
         B,
         R,
-        increment_at="start",
+        increments_at_start=True,
         oracle=vc.PosteriorAgreement(oracle, k=3.0),
         oracle_fallback=True,
     )

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 import storage
 import tasks
 from flows import _flows, _train
-from flows._flows import reference_scores
 from flows.cli import app
 
 TINY = {
@@ -70,7 +69,7 @@ def test_a_learned_method_cycles_through_the_oracle_gate(trained):
     out = _flows.cycling_flow(str(config), end=last, block=3)
     assert out["cycles"] == n
     ds = xr.open_zarr(str(root / "store.zarr")).isel(cycle=slice(0, n))
-    ref = reference_scores(str(config), n)["output"]
+    ref = tasks.reference_scores(str(config), n)["output"]
     np.testing.assert_allclose(ds.analysis.values, np.asarray(ref.accepted), atol=1e-10)
     sigma = ds.oracle_max_sigma.values
     assert np.all(np.isfinite(sigma))
@@ -121,3 +120,34 @@ def test_amortized_training_reports_calibration(tmp_path, prefect_api):
     assert metrics["history"][-1]["val_loss"] < metrics["history"][0]["val_loss"]
     # the trained posterior is usable by the cycle at once (the cache was refreshed)
     tasks.experiment(config).require_method()
+
+
+def test_a_nonfinite_learned_analysis_is_gated_and_recorded(trained, tmp_path):
+    """A network whose weights went NaN: each cycle's result is `nonfinite_analysis`, the
+    oracle gate rejects it and hands on the strong-4DVar oracle's analysis, and the store
+    says so."""
+    import equinox as eqx
+    import jax
+
+    import vardax_core as vc
+    from tasks import _learned
+
+    _, config, _, _ = trained
+    net = tasks.experiment(config).core.method.net
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    broken = eqx.combine(jax.tree_util.tree_map(lambda a: a * np.nan, params), static)
+    other = experiment_config(
+        tmp_path, "l63-fourdvarnet", method__checkpoint=str(tmp_path / "nan.eqx"), **TINY
+    )
+    _learned.save(tasks.experiment(other).cfg, broken, {}, str(other))
+    tasks.forget(other)
+    _flows.simulate_flow(str(other), 3, 0)
+    exp = tasks.experiment(other)
+    _flows.cycling_flow(str(other), end=exp.axis.cycle(2).id)
+    ds = xr.open_zarr(exp.store_url).isel(cycle=slice(0, 3))
+    assert [storage.STATUS[s] for s in ds.status.values] == ["degraded"] * 3
+    assert {vc.result_name(c) for c in ds.result_code.values} == {"nonfinite_analysis"}
+    for reason in ds.status_reason.values:
+        assert "the analysis is not finite" in str(reason)
+        assert "handed on the strong-4DVar oracle's analysis" in str(reason)
+    assert np.isfinite(ds.analysis.values).all()  # the oracle's, not the network's

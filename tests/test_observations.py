@@ -110,14 +110,24 @@ def test_quality_control_flags():
     obs = st.WindowObservations(
         values, np.full((1, 4), 1.0), np.array([[True, True, True, True]]), "t", "h"
     )
-    flags = st.quality_control(
-        obs, background_equivalent=0.0, background_std=1.0, valid_range=(-30, 30), gross_error_k=5.0
-    )
+    static = st.quality_control(obs, valid_range=(-30, 30))
+    assert [st.QC[f] for f in static[0]] == ["pass", "nonfinite", "out_of_range", "pass"]
+    # the check against the background is the cycle's: |9 − 0| > 5·sqrt(1² + 1²)
+    import jax.numpy as jnp
+
+    import tasks
+    import vardax_core as vc
+
+    passed = static == st.QC.index("pass")
+    check = vc.BackgroundCheck(vc.SubsetObs(range(4), 4), 1.0, 1.0, 5.0)
+    screened = check(jnp.zeros((1, 4)), vc.ObsWindow(values, passed))
+    window = tasks.Observations(values, np.ones((1, 4)), passed, static, "t", "h")
+    flags = window.flags(np.asarray(screened.mask))
     assert [st.QC[f] for f in flags[0]] == ["pass", "nonfinite", "out_of_range", "gross_error"]
     missing = st.WindowObservations(
         values, np.ones((1, 4)), np.array([[False, True, True, True]]), "t", "h"
     )
-    assert st.QC[st.quality_control(missing, 0.0, 1.0)[0, 0]] == "missing"
+    assert st.QC[st.quality_control(missing)[0, 0]] == "missing"
 
 
 def test_nature_run_round_trip(tmp_path):

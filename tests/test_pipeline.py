@@ -33,7 +33,7 @@ def test_pipeline_reproduces_the_pure_jax_loop(l96_runs):
     per_cycle, _, out, _ = l96_runs
     assert out["statuses"] == {"committed": N}
     exp = tasks.experiment(per_cycle)
-    ref = _flows.reference_scores(str(per_cycle), N)
+    ref = tasks.reference_scores(str(per_cycle), N)
     rmse = window_end_rmse(exp.store_url, exp.truth_url, N)
     assert abs(rmse - ref["analysis"]) <= 1e-6
     assert rmse < ref["background"]

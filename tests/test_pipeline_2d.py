@@ -9,7 +9,6 @@ import xarray as xr
 from _pipeline_helpers import run_cycle_by_cycle_and_in_blocks, store_arrays, window_end_rmse
 
 import tasks
-from flows import _flows
 from flows._report import write_report
 
 N = 6
@@ -35,7 +34,7 @@ def test_2d_pipeline_reproduces_the_pure_jax_loop(qg_runs):
     per_cycle, block, out_cycle, out_block = qg_runs
     assert out_cycle["statuses"] == {"committed": N} == out_block["statuses"]
     exp = tasks.experiment(per_cycle)
-    ref = _flows.reference_scores(str(per_cycle), N)
+    ref = tasks.reference_scores(str(per_cycle), N)
     stored = store_arrays(exp.store_url, N)
     accepted = np.asarray(ref["output"].accepted).reshape(N, -1, 32, 32)
     np.testing.assert_allclose(stored["analysis"], accepted, atol=1e-10)

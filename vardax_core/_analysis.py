@@ -7,6 +7,7 @@ cycle can gate it; shape and configuration mistakes raise `ValueError` at trace 
 """
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -27,6 +28,45 @@ class AnalysisResult(eqx.Enumeration):
     nonfinite_background = "The background contains non-finite values: analysis = background."
     nonfinite_analysis = "The analysis contains non-finite values."
     no_observations = "No observations in the window: analysis = background."
+    singular = "The innovation covariance H B Hᵀ + R is singular: its solve failed."
+
+
+RESULT_NAMES: tuple[str, ...] = tuple(AnalysisResult._name_to_item)
+"""The names of the `AnalysisResult` codes, by code (what a store's `result_code` holds;
+new results are appended, so stored codes keep their meaning)."""
+
+
+def result_code(result: AnalysisResult) -> jax.Array:
+    """The integer code of a result (batched results give an array of codes)."""
+    return jnp.asarray(result._value)
+
+
+def result_name(code) -> str:
+    """The name of a result code (`-1`: no analysis was run, a forecast-only cycle)."""
+    code = int(code)
+    return "not_run" if code < 0 else RESULT_NAMES[code]
+
+
+def result_message(code) -> str:
+    """What a result code means, in words (`""` for `successful`)."""
+    code = int(code)
+    if code < 0:
+        return "No analysis was run (a forecast-only cycle)."
+    return AnalysisResult[getattr(AnalysisResult, RESULT_NAMES[code])]
+
+
+def _from_lineax(result: lx.RESULTS) -> AnalysisResult:
+    """A linear solve's result as an analysis result: a failed solve of the innovation
+    covariance is `singular`, an iterative one out of steps `max_steps_reached`."""
+    return AnalysisResult.where(
+        result == lx.RESULTS.successful,
+        AnalysisResult.successful,
+        AnalysisResult.where(
+            result == lx.RESULTS.max_steps_reached,
+            AnalysisResult.max_steps_reached,
+            AnalysisResult.singular,
+        ),
+    )
 
 
 def _from_optx(result: optx.RESULTS) -> AnalysisResult:
@@ -151,11 +191,22 @@ class AbstractAnalysisMethod(eqx.Module):
 
     Checks shapes (ValueError naming the argument), and returns the background with a
     result code when the background is not finite or the window has no observations.
+
+    Capabilities, asked by the cycle and the pipeline (never a method's name):
+    - `four_dimensional`: the control variable is the window's initial state (4DVar and
+      its kin), so the gate measures increments at the window start, where `B` describes
+      the background error; a 3D method analyses every window time on its own.
+    - `learned`: its parameters come from training (a checkpoint), not from the config.
+    - `samples_posterior`: it gives a posterior distribution to sample (calibration checks
+      apply), not only an estimate.
     """
 
     obs_operator: eqx.AbstractVar[AbstractObsOperator]
     prior_cov: eqx.AbstractVar[AbstractCovariance]
     obs_cov: eqx.AbstractVar[AbstractCovariance]
+    four_dimensional: ClassVar[bool] = True
+    learned: ClassVar[bool] = False
+    samples_posterior: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
@@ -205,6 +256,11 @@ class AbstractAnalysisMethod(eqx.Module):
         analysis = self._analyse(jnp.where(finite, background, 0.0), obs)
         keep_background = ~finite | ~has_obs
         trajectory = jnp.where(keep_background, background, analysis.trajectory)
+        # a non-finite analysis keeps the method's own failure (a singular solve, a failed
+        # minimiser) when it names one: that is what happened
+        named_failure = (analysis.result != AnalysisResult.successful) & (
+            analysis.result != AnalysisResult.max_steps_reached
+        )
         result = AnalysisResult.where(
             ~finite,
             AnalysisResult.nonfinite_background,
@@ -212,7 +268,7 @@ class AbstractAnalysisMethod(eqx.Module):
                 ~has_obs,
                 AnalysisResult.no_observations,
                 AnalysisResult.where(
-                    jnp.all(jnp.isfinite(trajectory)),
+                    jnp.all(jnp.isfinite(trajectory)) | named_failure,
                     analysis.result,
                     AnalysisResult.nonfinite_analysis,
                 ),

@@ -268,6 +268,28 @@ def periodic_covariance(
     return DenseCovariance(variance * jnp.asarray(corr))
 
 
+def sample_covariance(trajectory) -> np.ndarray:
+    """The sample covariance `(n, n)` of the states of a long free run `(time, n)` (float64)."""
+    traj = np.asarray(trajectory, dtype=np.float64)
+    if traj.ndim != 2 or traj.shape[0] <= traj.shape[1]:
+        raise ValueError(
+            "climatological_covariance: need a (time, n) free run with more times than "
+            f"state components, got shape {traj.shape}"
+        )
+    return np.cov(traj, rowvar=False)
+
+
+def scaled_covariance(cov, scale: float = 1.0, nugget: float = 0.0) -> DenseCovariance:
+    """`scale · cov + nugget · I` as a `DenseCovariance` (`cov` symmetrised first)."""
+    if not scale > 0 or not nugget >= 0:
+        raise ValueError(
+            f"climatological_covariance: need scale > 0 and nugget >= 0, got {scale}, {nugget}"
+        )
+    cov = np.asarray(cov, dtype=np.float64)
+    cov = scale * 0.5 * (cov + cov.T) + nugget * np.eye(cov.shape[0])
+    return DenseCovariance(jnp.asarray(cov))
+
+
 def climatological_covariance(
     trajectory: jax.Array, scale: float = 1.0, nugget: float = 0.0
 ) -> DenseCovariance:
@@ -275,19 +297,7 @@ def climatological_covariance(
     free run `(time, n)`, scaled, plus an optional white variance `nugget` — forecast errors
     hold more small-scale variance, relative to their large scales, than climatology does.
     """
-    traj = np.asarray(trajectory, dtype=np.float64)
-    if traj.ndim != 2 or traj.shape[0] <= traj.shape[1]:
-        raise ValueError(
-            "climatological_covariance: need a (time, n) free run with more times than "
-            f"state components, got shape {traj.shape}"
-        )
-    if not scale > 0 or not nugget >= 0:
-        raise ValueError(
-            f"climatological_covariance: need scale > 0 and nugget >= 0, got {scale}, {nugget}"
-        )
-    cov = np.cov(traj, rowvar=False)
-    cov = scale * 0.5 * (cov + cov.T) + nugget * np.eye(traj.shape[1])
-    return DenseCovariance(jnp.asarray(cov, dtype=trajectory.dtype))
+    return scaled_covariance(sample_covariance(trajectory), scale, nugget)
 
 
 class SpectralCovariance(AbstractCovariance):

@@ -1,4 +1,14 @@
-"""A pure-JAX cycling loop: forecast → analyse, cycle after cycle, in one `lax.scan`."""
+"""One cycle of data assimilation, written once: `cycle_step`, and `run_cycles`, the
+`lax.scan` of it.
+
+A cycle forecasts the state it starts from over its window (the background), screens the
+window's observations against it (the background check), runs the analysis method, gates
+the analysis, hands on the accepted trajectory (the analysis, or the background — or a
+learned method's oracle — when the gate rejects it) and forecasts the product from the
+accepted state at the window end. The pipeline's per-cycle steps call the named pieces
+(`Cycle.forecast`, `Cycle.assimilate`, `Cycle.judge`, `Cycle.product`); block mode scans
+`cycle_step`, which is their composition.
+"""
 
 import equinox as eqx
 import jax
@@ -9,6 +19,11 @@ from ._dynamics import AbstractForwardModel
 from ._gates import Gate, GateReport
 from ._metrics import rmse_t
 from ._obs import AbstractObsOperator
+
+HANDED_ON = ("analysis", "background", "oracle")
+"""What a cycle hands on (`CycleRecord.handed_on`): its analysis, its background (a
+window without observations, or an analysis the gate rejected), or the oracle's analysis
+in place of a rejected learned one."""
 
 
 class BackgroundCheck(eqx.Module):
@@ -36,56 +51,123 @@ def accepted_trajectory(background, analysis: Analysis, obs: ObsWindow, report=N
     the gate (if any) passed it, else the background (forecast-only or fallback) — or,
     when the gate carries an oracle's analysis (`Gate(oracle_fallback=True)`), that one in
     place of a rejected analysis, if it is finite."""
+    return _hand_on(background, analysis, obs, report)[0]
+
+
+def _hand_on(background, analysis: Analysis, obs: ObsWindow, report: GateReport | None):
+    """`(trajectory, HANDED_ON code)` of what the cycle hands on."""
     has_obs = jnp.any(obs.mask)
-    use = has_obs
-    if report is not None:
-        use = use & report.passed
+    use = has_obs if report is None else has_obs & report.passed
     out = jnp.where(use, analysis.trajectory, background)
+    code = jnp.where(use, 0, 1)
     if report is not None and report.oracle_trajectory is not None:
         oracle = report.oracle_trajectory
         take = has_obs & ~report.passed & jnp.all(jnp.isfinite(oracle))
         out = jnp.where(take, oracle, out)
-    return out
+        code = jnp.where(take, 2, code)
+    return out, code
 
 
-class CycleOutput(eqx.Module):
-    """Per cycle `c`: the background and analysis over its window `(C, W+1, n)`, and the
-    analysis diagnostics (batched `Analysis` fields). Window `c` spans model steps
-    `c·shift … c·shift + window`. With a gate: its reports, and `accepted`, the trajectory
-    each cycle hands on — the analysis where the window had observations and the gate
-    passed, else the background. `obs_mask`: the observations assimilated (after the
-    background check, if any)."""
+class CycleRecord(eqx.Module):
+    """What one cycle produced (batched over cycles by `run_cycles`: a leading axis).
+
+    - `background`, `analysis` (an `Analysis`), `accepted`: `(W+1, n)` over the window;
+      `accepted` is what the cycle hands on (see `handed_on`, an index of `HANDED_ON`).
+    - `gate`: the gate's `GateReport` (`None` for a cycle without a gate).
+    - `obs_mask`: `(W+1, m)` the observations assimilated (after the background check).
+    - `forecast`: `(L, n)` the product forecast at the lead steps after the window end.
+    """
 
     background: jax.Array
     analysis: Analysis
-    gate: GateReport | None = None
-    accepted: jax.Array | None = None
-    obs_mask: jax.Array | None = None
+    gate: GateReport | None
+    accepted: jax.Array
+    handed_on: jax.Array
+    obs_mask: jax.Array
+    forecast: jax.Array
+
+
+CycleOutput = CycleRecord
+"""The records of a run of cycles (`run_cycles`): `CycleRecord`s batched over cycles."""
+
+
+class Cycle(eqx.Module):
+    """One experiment's cycle: the strategies of its steps and its timing.
+
+    **Arguments:**
+    - `model`: the forward model; `method`: the analysis method.
+    - `gate`: a `Gate` (`None`: every analysis is used); `check`: a `BackgroundCheck`
+      (`None`: no gross-error check).
+    - `window`: model steps per assimilation window; `leads`: model steps after the window
+      end of the product forecast.
+    """
+
+    model: AbstractForwardModel
+    method: AbstractAnalysisMethod
+    gate: Gate | None = None
+    check: BackgroundCheck | None = None
+    window: int = eqx.field(static=True, default=1)
+    leads: tuple[int, ...] = eqx.field(static=True, default=(), converter=tuple)
+
+    def __check_init__(self):
+        if self.window < 1:
+            raise ValueError(f"Cycle: window must be >= 1 model steps, got {self.window}")
+        if any(k < 0 for k in self.leads) or list(self.leads) != sorted(set(self.leads)):
+            raise ValueError(f"Cycle: leads must be increasing steps >= 0, got {self.leads}")
+
+    def forecast(self, x_start) -> jax.Array:
+        """Step 2: the background `(W+1, n)`, the forecast from `x_start` over the window."""
+        return self.model.rollout(x_start, self.window)
+
+    def assimilate(self, background, obs: ObsWindow) -> tuple[Analysis, ObsWindow]:
+        """Step 3: the background check, then the method. **Returns** the analysis and the
+        observations it assimilated."""
+        if self.check is not None:
+            obs = self.check(background, obs)
+        return self.method(background, obs), obs
+
+    def judge(self, background, analysis: Analysis, obs: ObsWindow):
+        """Step 4: **returns** `(GateReport or None, accepted trajectory, HANDED_ON code)`."""
+        report = None if self.gate is None else self.gate(background, analysis, obs)
+        accepted, code = _hand_on(background, analysis, obs, report)
+        return report, accepted, code
+
+    def product(self, accepted) -> jax.Array:
+        """Step 6: the forecast `(L, n)` at the lead steps from the accepted window end."""
+        return lead_forecasts(self.model, accepted[-1], self.leads)
+
+
+def cycle_step(cycle: Cycle, x_start, obs: ObsWindow) -> CycleRecord:
+    """One cycle from the state `x_start` at its cycle point with its window's observations
+    (`T+1 = window + 1` rows; row 0, the cycle point, belongs to the previous cycle):
+    forecast → background check → analysis → gate → hand on → product forecast.
+    """
+    background = cycle.forecast(x_start)
+    analysis, used = cycle.assimilate(background, obs)
+    report, accepted, code = cycle.judge(background, analysis, used)
+    return CycleRecord(
+        background=background,
+        analysis=analysis,
+        gate=report,
+        accepted=accepted,
+        handed_on=code,
+        obs_mask=used.mask,
+        forecast=cycle.product(accepted),
+    )
 
 
 def run_cycles(
-    model: AbstractForwardModel,
-    method: AbstractAnalysisMethod,
-    first_background,
-    obs: ObsWindow,
-    n_cycles: int,
-    window: int,
-    shift: int | None = None,
-    gate: Gate | None = None,
-    check: BackgroundCheck | None = None,
-) -> CycleOutput:
-    """Cycles `method` over `obs` (one row per model step).
+    cycle: Cycle, first_background, obs: ObsWindow, n_cycles: int, shift: int | None = None
+) -> CycleRecord:
+    """`n_cycles` cycles over `obs` (one row per model step), each `cycle_step`.
 
-    Each cycle forecasts the previous analysis over its window of `window` model steps (the
-    background), assimilates the window's observations except its first row (assimilated by
-    the previous cycle) and starts the next cycle from the analysis `shift` steps on
-    (`shift = window`: back-to-back windows; `shift < window`: overlapping windows, as
-    DAPPER's 4D-Var slides its lag).
-
-    With a `gate`, a cycle whose analysis fails it hands on its background instead (the
-    `fallback` policy): nothing after it uses the rejected analysis. With a `check`, each
-    window's observations first go through the background check.
+    Cycle `c` starts `c·shift` model steps in, from what the previous cycle handed on
+    `shift` steps into its window (`shift = window`: back-to-back windows; `shift < window`:
+    overlapping windows, as DAPPER's 4D-Var slides its lag); row 0 of each window was
+    assimilated by the previous cycle and is masked. **Returns** the records batched over
+    cycles.
     """
+    window = cycle.window
     shift = window if shift is None else shift
     if not 1 <= shift <= window:
         raise ValueError(
@@ -97,30 +179,16 @@ def run_cycles(
             f"run_cycles: {n_cycles} cycles of window {window}, shift {shift} need {needed} "
             f"observation rows, got {obs.n_times}"
         )
-    model.check_state(jnp.asarray(first_background), "first_background")
+    cycle.model.check_state(jnp.asarray(first_background), "first_background")
 
-    def one_cycle(x_start, c):
-        start = c * shift
-        rows = jax.lax.dynamic_slice_in_dim(obs.values, start, window + 1)
-        mask = jax.lax.dynamic_slice_in_dim(obs.mask, start, window + 1).at[0].set(False)
-        background = model.rollout(x_start, window)
-        window_obs = ObsWindow(rows, mask)
-        if check is not None:
-            window_obs = check(background, window_obs)
-        analysis = method(background, window_obs)
-        if gate is None:
-            out = (background, analysis, None, None, window_obs.mask)
-            return analysis.trajectory[shift], out
-        report = gate(background, analysis, window_obs)
-        accepted = accepted_trajectory(background, analysis, window_obs, report)
-        return accepted[shift], (background, analysis, report, accepted, window_obs.mask)
+    def one(x_start, c):
+        rows = jax.lax.dynamic_slice_in_dim(obs.values, c * shift, window + 1)
+        mask = jax.lax.dynamic_slice_in_dim(obs.mask, c * shift, window + 1).at[0].set(False)
+        record = cycle_step(cycle, x_start, ObsWindow(rows, mask))
+        return record.accepted[shift], record
 
-    _, (backgrounds, analyses, reports, accepted, masks) = jax.lax.scan(
-        one_cycle, jnp.asarray(first_background), jnp.arange(n_cycles)
-    )
-    return CycleOutput(
-        background=backgrounds, analysis=analyses, gate=reports, accepted=accepted, obs_mask=masks
-    )
+    _, records = jax.lax.scan(one, jnp.asarray(first_background), jnp.arange(n_cycles))
+    return records
 
 
 def lead_forecasts(model: AbstractForwardModel, x, leads: tuple[int, ...]) -> jax.Array:
@@ -138,16 +206,15 @@ def analysis_times(n_cycles: int, window: int, shift: int | None = None) -> jax.
 
 
 def cycle_scores(
-    out: CycleOutput, truth, window: int, shift: int | None = None, spinup: int = 0
+    out: CycleRecord, truth, window: int, shift: int | None = None, spinup: int = 0
 ) -> dict[str, jax.Array]:
     """Time-mean RMSE against `truth` (one row per model step) at each window's end, over
-    the cycles after the first `spinup`: DAPPER's `rmse.a` (`"analysis"`) and `rmse.f`
-    (`"background"`). With a gate, the analysis scored is the accepted trajectory (what each
-    cycle handed on, and what the pipeline stores)."""
+    the cycles after the first `spinup`: DAPPER's `rmse.a` (`"analysis"`: the accepted
+    trajectory, what each cycle handed on and the pipeline stores) and `rmse.f`
+    (`"background"`)."""
     n_cycles = out.background.shape[0]
     truth_end = truth[analysis_times(n_cycles, window, shift)][spinup:]
-    analysis = out.analysis.trajectory if out.accepted is None else out.accepted
     return {
-        "analysis": jnp.mean(rmse_t(analysis[spinup:, -1], truth_end)),
+        "analysis": jnp.mean(rmse_t(out.accepted[spinup:, -1], truth_end)),
         "background": jnp.mean(rmse_t(out.background[spinup:, -1], truth_end)),
     }

@@ -7,6 +7,7 @@ carries the differentiation strategy (`RecursiveCheckpointAdjoint`, `BacksolveAd
 
 import abc
 from collections.abc import Callable
+from typing import ClassVar
 
 import diffrax as dfx
 import equinox as eqx
@@ -88,15 +89,34 @@ class Diffrax(AbstractIntegrator):
 
 
 class AbstractForwardModel(eqx.Module):
-    """A deterministic model `dx/dt = f(x)` stepped with a fixed model time step `dt`."""
+    """A deterministic model `dx/dt = f(x)` stepped with a fixed model time step `dt`.
+
+    Its state is a flat vector of `state_size`; what it is laid out as is declared here
+    and asked by the cycle, the covariances and the store (never the model's name):
+    - `state_shape`: the field the vector flattens (row-major), e.g. `(ny, nx)`;
+    - `state_dims`: the names of its dimensions (the store's coordinates);
+    - `periodic`: the field is a homogeneous, periodic grid (a ring, a doubly periodic
+      plane), on which stationary covariances are circulant (`SpectralCovariance`).
+    """
 
     dt: eqx.AbstractVar[float]
     integrator: eqx.AbstractVar[AbstractIntegrator]
+    periodic: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
     def state_size(self) -> int:
         """Length of the state vector."""
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """The shape of the field the state vector flattens (default: the vector)."""
+        return (self.state_size,)
+
+    @property
+    def state_dims(self) -> tuple[str, ...]:
+        """Names of the state's dimensions, one per axis of `state_shape`."""
+        return ("state",)
 
     @abc.abstractmethod
     def vector_field(self, x: State) -> State:
@@ -151,6 +171,14 @@ class Lorenz63(AbstractForwardModel):
     def state_size(self) -> int:
         return 3
 
+    @property
+    def state_dims(self) -> tuple[str, ...]:
+        return ("component",)
+
+    def random_state(self, key, scale=1.0) -> State:
+        """`N(0, scale²)` about `(0, 0, 25)`, near the attractor's two lobes."""
+        return super().random_state(key, scale) + jnp.array([0.0, 0.0, 25.0])
+
     def vector_field(self, x):
         return jnp.stack(
             [
@@ -173,6 +201,7 @@ class Lorenz96(AbstractForwardModel):
     F: float = 8.0
     dt: float = 0.05
     integrator: AbstractIntegrator = RK4()
+    periodic: ClassVar[bool] = True
 
     def __check_init__(self):
         if self.K < 4:
@@ -181,6 +210,10 @@ class Lorenz96(AbstractForwardModel):
     @property
     def state_size(self) -> int:
         return self.K
+
+    @property
+    def state_dims(self) -> tuple[str, ...]:
+        return ("site",)
 
     def vector_field(self, x):
         return _l96_advection(x) - x + self.F
@@ -213,6 +246,10 @@ class Lorenz96TwoLevel(AbstractForwardModel):
     @property
     def state_size(self) -> int:
         return self.K * (1 + self.J)
+
+    @property
+    def state_dims(self) -> tuple[str, ...]:
+        return ("site",)
 
     @property
     def slow(self) -> slice:

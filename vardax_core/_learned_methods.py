@@ -2,6 +2,7 @@
 so a config can put FourDVarNet or the amortized posterior in the cycle like any other."""
 
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -34,12 +35,16 @@ def _diagnostics(method, background, trajectory, obs, iterations):
             method.obs_operator, method.obs_cov, traj, obs
         )
 
+    # a network has no convergence to report; what it can get wrong is a non-finite output
+    finite = jnp.all(jnp.isfinite(trajectory))
     return Analysis(
         trajectory=trajectory,
         cost_before=cost(background),
         cost_after=cost(trajectory),
         iterations=jnp.asarray(iterations),
-        result=AnalysisResult.successful,
+        result=AnalysisResult.where(
+            finite, AnalysisResult.successful, AnalysisResult.nonfinite_analysis
+        ),
     )
 
 
@@ -52,6 +57,7 @@ class FourDVarNetMethod(AbstractAnalysisMethod):
     obs_operator: AbstractObsOperator
     prior_cov: AbstractCovariance
     obs_cov: AbstractCovariance
+    learned: ClassVar[bool] = True
 
     def __check_init__(self):
         self._check_config()
@@ -76,6 +82,8 @@ class AmortizedMethod(AbstractAnalysisMethod):
     obs_operator: AbstractObsOperator
     prior_cov: AbstractCovariance
     obs_cov: AbstractCovariance
+    learned: ClassVar[bool] = True
+    samples_posterior: ClassVar[bool] = True
 
     def __check_init__(self):
         self._check_config()

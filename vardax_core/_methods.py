@@ -4,6 +4,8 @@ Every variational method works on the control variable `χ` of the control-varia
 transform `x = x_b + L χ` with `B = L Lᵀ`, so its prior term is `½|χ|²`.
 """
 
+from typing import ClassVar
+
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -15,6 +17,7 @@ from ._analysis import (
     AbstractAnalysisMethod,
     Analysis,
     AnalysisResult,
+    _from_lineax,
     _from_optx,
     innovation_operators,
     obs_cost,
@@ -25,15 +28,16 @@ from ._obs import AbstractObsOperator
 
 
 def _worst(results: AnalysisResult) -> AnalysisResult:
-    """Reduces a batch of per-time results to one: any failure, else any step limit."""
+    """Reduces a batch of per-time results to one: the first failure (its own code: a
+    singular solve, a failed minimiser), else a step limit if any time reached one."""
     ok = results == AnalysisResult.successful
     maxed = results == AnalysisResult.max_steps_reached
+    failed = ~ok & ~maxed
+    first_failure = jax.tree_util.tree_map(lambda v: v[jnp.argmax(failed)], results)
     return AnalysisResult.where(
         jnp.all(ok),
         AnalysisResult.successful,
-        AnalysisResult.where(
-            jnp.any(~ok & ~maxed), AnalysisResult.minimiser_failed, AnalysisResult.max_steps_reached
-        ),
+        AnalysisResult.where(jnp.any(failed), first_failure, AnalysisResult.max_steps_reached),
     )
 
 
@@ -43,13 +47,16 @@ class OptimalInterpolation(AbstractAnalysisMethod):
     $$x_a = x_b + B H^T (H B H^T + R)^{-1} (y − H x_b)$$
 
     The innovation covariance is solved with `linear_solver` (lineax; Cholesky by default,
-    `lx.CG` for matrix-free use). Rejects a nonlinear `obs_operator` at construction.
+    `lx.CG` for matrix-free use); a failed solve at any window time is the result
+    `singular` (`max_steps_reached` for an iterative solver out of steps). Rejects a
+    nonlinear `obs_operator` at construction.
     """
 
     obs_operator: AbstractObsOperator
     prior_cov: AbstractCovariance
     obs_cov: AbstractCovariance
     linear_solver: lx.AbstractLinearSolver = lx.AutoLinearSolver(well_posed=True)
+    four_dimensional: ClassVar[bool] = False
 
     def __check_init__(self):
         if not self.obs_operator.is_linear:
@@ -72,18 +79,19 @@ class OptimalInterpolation(AbstractAnalysisMethod):
     def _blue(self, xb, y, mask):
         H, B, M, S = innovation_operators(self.obs_operator, self.prior_cov, self.obs_cov, xb, mask)
         innovation = jnp.where(mask, y - self.obs_operator(xb), 0.0)
-        weights = lx.linear_solve(S, innovation, self.linear_solver, throw=False).value
-        xa = xb + B.mv(H.T.mv(M.mv(weights)))
-        return xa, self._cost(xb, xb, y, mask), self._cost(xb, xa, y, mask)
+        solution = lx.linear_solve(S, innovation, self.linear_solver, throw=False)
+        xa = xb + B.mv(H.T.mv(M.mv(solution.value)))
+        result = _from_lineax(solution.result)
+        return xa, self._cost(xb, xb, y, mask), self._cost(xb, xa, y, mask), result
 
     def _analyse(self, background, obs):
-        xa, before, after = jax.vmap(self._blue)(background, obs.values, obs.mask)
+        xa, before, after, results = jax.vmap(self._blue)(background, obs.values, obs.mask)
         return Analysis(
             trajectory=xa,
             cost_before=jnp.sum(before),
             cost_after=jnp.sum(after),
             iterations=jnp.array(0),
-            result=AnalysisResult.successful,
+            result=_worst(results),
         )
 
 
@@ -100,6 +108,7 @@ class ThreeDVar(AbstractAnalysisMethod):
     obs_cov: AbstractCovariance
     minimiser: optx.AbstractMinimiser = optx.BFGS(rtol=1e-7, atol=1e-7)
     max_steps: int = eqx.field(static=True, default=500)
+    four_dimensional: ClassVar[bool] = False
 
     def __check_init__(self):
         self._check_config()
@@ -314,6 +323,9 @@ class IncrementalFourDVar(_AbstractFourDVar):
     - `line_search`: halve the Gauss–Newton step (up to `max_halvings` times) until the
       nonlinear cost decreases — keeps the outer loop from diverging when the guess is far
       from the truth. `False` gives plain Gauss–Newton.
+
+    Result: `max_steps_reached` when the `n_outer` loops ran out before the step test was
+    met; `minimiser_failed` when an inner solve broke down (non-finite or singular).
     """
 
     model: AbstractForwardModel
@@ -360,7 +372,7 @@ class IncrementalFourDVar(_AbstractFourDVar):
             return jax.vmap(self.obs_cov.masked_solve)(v, obs.mask)
 
         def outer(carry):
-            k, chi, j, _ = carry
+            k, chi, j, _, failed = carry
             x0 = xb + L.sqrt_mv(chi)
             predicted, tangent = jax.linearize(predict, x0)
             adjoint = jax.linear_transpose(tangent, x0)
@@ -376,7 +388,12 @@ class IncrementalFourDVar(_AbstractFourDVar):
                 (lx.symmetric_tag, lx.positive_semidefinite_tag),
             )
             solver = lx.CG(rtol=self.tolerance, atol=self.tolerance, max_steps=self.n_inner)
-            dchi = lx.linear_solve(operator, rhs, solver, throw=False).value
+            inner = lx.linear_solve(operator, rhs, solver, throw=False)
+            dchi = inner.value
+            # CG out of its `n_inner` steps is the truncated inner loop of incremental 4DVar
+            broke = (inner.result != lx.RESULTS.successful) & (
+                inner.result != lx.RESULTS.max_steps_reached
+            )
             if self.line_search:
 
                 def shorter(state):
@@ -393,24 +410,34 @@ class IncrementalFourDVar(_AbstractFourDVar):
                 accepted = j_new < j
             else:
                 alpha, j_new, accepted = jnp.ones((), chi.dtype), cost(chi + dchi), jnp.array(True)
+            accepted = accepted & ~broke
             step = jnp.where(accepted, alpha, 0.0) * dchi
             chi_new = chi + step
+            # no decrease along the step is a stationary point: converged
             converged = ~accepted | (
                 jnp.linalg.norm(step) <= self.tolerance * (1.0 + jnp.linalg.norm(chi_new))
             )
-            return k + 1, chi_new, jnp.where(accepted, j_new, j), converged
+            return k + 1, chi_new, jnp.where(accepted, j_new, j), converged, failed | broke
 
         def not_done(carry):
-            k, _, _, converged = carry
-            return (k < self.n_outer) & ~converged
+            k, _, _, converged, failed = carry
+            return (k < self.n_outer) & ~converged & ~failed
 
         chi0 = jnp.zeros_like(xb)
         j0 = cost(chi0)
-        k, chi, j, _ = jax.lax.while_loop(not_done, outer, (0, chi0, j0, jnp.array(False)))
+        start = (0, chi0, j0, jnp.array(False), jnp.array(False))
+        k, chi, j, converged, failed = jax.lax.while_loop(not_done, outer, start)
+        result = AnalysisResult.where(
+            failed,
+            AnalysisResult.minimiser_failed,
+            AnalysisResult.where(
+                converged, AnalysisResult.successful, AnalysisResult.max_steps_reached
+            ),
+        )
         return Analysis(
             trajectory=self.model.rollout(xb + L.sqrt_mv(chi), n_steps),
             cost_before=j0,
             cost_after=j,
             iterations=jnp.asarray(k),
-            result=AnalysisResult.successful,
+            result=result,
         )

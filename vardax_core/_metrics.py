@@ -26,3 +26,29 @@ def assim_forecast_rmse(trajectory, truth, n_assim: int) -> dict[str, jnp.ndarra
         "rmse_forecast": rmse(trajectory[n_assim + 1 :], truth[n_assim + 1 :]),
         "rmse_total": rmse(trajectory, truth),
     }
+
+
+def window_end_scores(analysis, background, truth=None, chi2_dof=None) -> dict[str, jnp.ndarray]:
+    """What a report of a run of cycles shows, from the states at each window end
+    `(C, *state)` (and the truth there, NaN where unknown):
+
+    - `rmse_analysis`, `rmse_background` `(C,)` against the truth over the state (NaN
+      entries left out), and their time means `mean_rmse_analysis`, `mean_rmse_background`;
+    - without a truth, `rms_increment` `(C,)`: the RMS of analysis − background;
+    - with the innovation statistics `chi2_dof` `(C,)`, `chi2_dof_median` of the finite ones.
+    """
+    analysis, background = jnp.asarray(analysis), jnp.asarray(background)
+    axes = tuple(range(1, analysis.ndim))
+    out = {}
+    if truth is not None:
+        truth = jnp.asarray(truth)
+        for name, estimate in (("analysis", analysis), ("background", background)):
+            per_cycle = jnp.sqrt(jnp.nanmean((estimate - truth) ** 2, axis=axes))
+            out[f"rmse_{name}"] = per_cycle
+            out[f"mean_rmse_{name}"] = jnp.nanmean(per_cycle)
+    else:
+        out["rms_increment"] = jnp.sqrt(jnp.mean((analysis - background) ** 2, axis=axes))
+    if chi2_dof is not None:
+        chi2 = jnp.asarray(chi2_dof)
+        out["chi2_dof_median"] = jnp.nanmedian(jnp.where(jnp.isfinite(chi2), chi2, jnp.nan))
+    return out

@@ -17,8 +17,6 @@ def nature_run(model: AbstractForwardModel, key, n_steps: int, spinup_steps: int
     **Returns** `(n_steps + 1, n)`.
     """
     x0 = model.random_state(key, scale)
-    if isinstance(model, Lorenz63):
-        x0 = x0 + jnp.array([0.0, 0.0, 25.0])
     x_start = model.rollout(x0, spinup_steps)[-1] if spinup_steps else x0
     return model.rollout(x_start, n_steps)
 

@@ -16,6 +16,8 @@ sees a vector of `ny·nx`; `grid_shape` gives the field's shape back, `potential
 the PV.
 """
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -51,6 +53,7 @@ class QuasiGeostrophic(AbstractForwardModel):
     damping: float = 2.0
     dt: float = 0.05
     integrator: AbstractIntegrator = RK4()
+    periodic: ClassVar[bool] = True
 
     def __check_init__(self):
         if self.ny < 8 or self.nx < 8 or self.ny % 2 or self.nx % 2:
@@ -70,6 +73,14 @@ class QuasiGeostrophic(AbstractForwardModel):
     @property
     def grid_shape(self) -> tuple[int, int]:
         return (self.ny, self.nx)
+
+    @property
+    def state_shape(self) -> tuple[int, int]:
+        return self.grid_shape
+
+    @property
+    def state_dims(self) -> tuple[str, str]:
+        return ("y", "x")
 
     def _spectral(self):
         KY, KX = wavenumbers(self.ny, self.nx)

@@ -1,0 +1,107 @@
+"""What the Prefect UI shows of a run besides its logs: per cycle a table of diagnostics
+and a markdown verdict, per run a progress bar and a summary. An artifact that cannot be
+created never fails the cycle or the run it describes."""
+
+import base64
+import re
+
+import numpy as np
+from prefect import get_run_logger
+
+import storage
+
+_DIAGNOSTICS = (
+    "n_obs",
+    "innovation_mean",
+    "innovation_chi2_dof",
+    "increment_max_sigma",
+    "oracle_max_sigma",
+    "cost_before",
+    "cost_after",
+    "iterations",
+    "wall_time_forecast_s",
+    "wall_time_analysis_s",
+    "wall_time_cycle_s",
+)
+_MARK = {"committed": "✅", "degraded": "⚠️", "failed": "❌"}
+
+
+def artifact_key(exp, what: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) for the experiment."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{exp.name}-{what}".lower()).strip("-")
+
+
+def _row(cycle, data: dict, status: str) -> dict:
+    row = {"cycle": str(cycle), "status": status}
+    for name in _DIAGNOSTICS:
+        value = np.asarray(data.get(name, np.nan)).item()
+        row[name] = round(value, 6) if isinstance(value, float) else value
+    return row | {"gate": storage.GATE_VERDICT[int(data["gate_verdict"])]}
+
+
+def cycle_artifacts(exp, cycle, data: dict, status: str, reason: str) -> None:
+    """The cycle's diagnostics (its store variables `data`) as a table artifact and its
+    verdict as a markdown artifact, on its flow run (keyed by experiment, so the UI keeps
+    their history)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    row = _row(cycle, data, status)
+    text = (
+        f"## {exp.name} {cycle}: {_MARK.get(status, '')} {status}\n\n"
+        + (f"**Reason:** {reason}\n\n" if reason else "")
+        + f"Method `{exp.cfg.method.name}`, {row['n_obs']} observations assimilated, "
+        f"innovation χ²/dof {row['innovation_chi2_dof']}, cost {row['cost_before']} → "
+        f"{row['cost_after']} in {row['iterations']} iterations; store `{exp.store_url}`."
+    )
+    try:
+        create_table_artifact(
+            [row],
+            key=artifact_key(exp, "cycle-diagnostics"),
+            description=f"{exp.name} {cycle}: diagnostics of the cycle",
+        )
+        create_markdown_artifact(
+            text, key=artifact_key(exp, "cycle-summary"), description=f"{exp.name} {cycle}: verdict"
+        )
+    except Exception as err:
+        get_run_logger().warning("%s: artifacts not created: %s", cycle, err)
+
+
+def progress_artifact(exp, total: int):
+    """A progress artifact of the run; **returns** `update(done)`."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    try:
+        artifact_id = create_progress_artifact(
+            0.0,
+            key=artifact_key(exp, "progress"),
+            description=f"{exp.name}: cycles of this run done ({total} to do)",
+        )
+    except Exception:
+        return lambda done: None
+
+    def update(done: int) -> None:
+        try:
+            update_progress_artifact(artifact_id, 100.0 * done / max(total, 1))
+        except Exception:
+            pass
+
+    return update
+
+
+def run_summary(exp, first, last, counts: dict, wall: float, figure_png: bytes | None) -> None:
+    """The run's summary: counts of statuses, wall time, and a figure (PNG) of its cycles."""
+    from prefect.artifacts import create_markdown_artifact
+
+    text = (
+        f"## {exp.name}: cycles {first} … {last}\n\n"
+        + ", ".join(f"**{k}** {v}" for k, v in sorted(counts.items()))
+        + f" in {wall:.1f} s; store `{exp.store_url}`.\n\n"
+    )
+    if figure_png:
+        text += f"![cycles](data:image/png;base64,{base64.b64encode(figure_png).decode()})\n"
+    try:
+        create_markdown_artifact(
+            text, key=artifact_key(exp, "run-summary"), description=f"{exp.name}: this run"
+        )
+    except Exception as err:
+        get_run_logger().warning("%s: run artifact not created: %s", exp.name, err)

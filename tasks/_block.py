@@ -1,0 +1,79 @@
+"""Block mode: consecutive cycles in one task through `vardax_core.run_cycles` (the
+`lax.scan` of `cycle_step`: the same numbers as cycle by cycle), persisted in one region
+write with a status per cycle."""
+
+import time
+
+import equinox as eqx
+import jax
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+import storage
+import vardax_core as vc
+
+from ._log import run_logger
+from ._observations import Observations, read_observations
+from ._record import cycle_fields, stack, verdict
+from ._restart import start_state
+from ._run import CycleHalted, Run
+
+_run_cycles = eqx.filter_jit(lambda core, x, y, m, n: vc.run_cycles(core, x, vc.ObsWindow(y, m), n))
+
+
+def padded_size(n: int, block: int) -> int:
+    """The smallest power of two ≥ `n` (at least 16), or `n` itself beyond `block`: a short
+    block is padded to a compiled size, so the last block of a range does not recompile."""
+    if n > block:
+        return n
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def block_rows(obs: list[Observations], size: int, window: int):
+    """One row per model step (the first window's row 0, then rows 1…W of every window),
+    padded with windows without observations to `size` cycles: `(values, mask)`."""
+    values = np.concatenate([obs[0].values[:1]] + [o.values[1:] for o in obs])
+    mask = np.concatenate([obs[0].mask[:1]] + [o.mask[1:] for o in obs])
+    pad = (size - len(obs)) * window
+    values = np.concatenate([values, np.zeros((pad, values.shape[1]))])
+    return values, np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
+
+
+@task(
+    name="cycle-block",
+    task_run_name="block/{first}+{n_cycles}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def run_block(run: Run, first: storage.CyclePoint, n_cycles: int, cold: bool = False) -> list[str]:
+    """`n_cycles` consecutive cycles from `first`; under `halt` the cycles after a failed one
+    are not written and `CycleHalted` is raised. **Returns** the statuses written."""
+    exp, t0 = run.exp, time.perf_counter()
+    cycles = [exp.axis.cycle(first.index + k) for k in range(n_cycles)]
+    x_start, _ = start_state(exp, run.store, first, cold)
+    obs = read_observations(exp, cycles)
+    size = padded_size(n_cycles, exp.cfg.store.block)
+    values, mask = block_rows(obs, size, exp.window)
+    out = jax.device_get(_run_cycles(exp.core, x_start, values, mask, size))
+    timings = {"wall_time_forecast_s": np.nan, "wall_time_analysis_s": np.nan}
+    timings["wall_time_cycle_s"] = (time.perf_counter() - t0) / n_cycles
+    records, statuses = [], []
+    for c in range(n_cycles):
+        record = jax.tree_util.tree_map(lambda a, c=c: a[c], out)
+        v = verdict(exp, obs[c], record)
+        records.append(cycle_fields(obs[c], record, v, timings))
+        statuses.append(v.status)
+        if v.status == "failed":
+            break
+    run.store.write_cycles(first.time, exp.fields(stack(records)), statuses)
+    counts = {s: statuses.count(s) for s in set(statuses)}
+    run_logger().info(
+        "block %s+%d: %s in %.2f s", first, len(statuses), counts, time.perf_counter() - t0
+    )
+    if statuses[-1] == "failed":
+        raise CycleHalted(
+            f"{exp.name}: cycle {cycles[len(statuses) - 1]} failed the gate — "
+            f"{records[-1]['status_reason']}. The run stops here; cycles after it were not run."
+        )
+    return statuses

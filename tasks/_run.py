@@ -1,0 +1,56 @@
+"""A run of cycles: one experiment and its store, held open as the writer (with the lock)
+for as long as the run lasts, and handed explicitly to every step and cycle of it."""
+
+import contextlib
+
+import storage
+
+
+class CycleHalted(RuntimeError):
+    """The gate rejected a cycle's analysis under the `halt` policy (exit code 1)."""
+
+    exit_code = 1
+
+
+class Run:
+    """The experiment (`exp`) and its store (`store`, open for writing) of one run.
+
+    A plain object on purpose: Prefect records a flow's parameters, and this one is shown
+    as `<Run>` rather than serialised (it holds the store's lock and the core objects)."""
+
+    __slots__ = ("exp", "store")
+
+    def __init__(self, exp, store: storage.CycleStore):
+        self.exp, self.store = exp, store
+
+    def __repr__(self) -> str:
+        return f"Run({self.exp.name}, {self.store.url})"
+
+
+def open_store(exp, *, writable: bool = True) -> storage.CycleStore:
+    """The experiment's store: as its writer (created if it does not exist yet, checked
+    against the experiment's layout and identity), or read-only."""
+    if not writable:
+        return storage.CycleStore.open(exp.store_url, storage_options=exp.storage_options)
+    return storage.CycleStore.open_or_create(
+        exp.store_url,
+        exp.layout,
+        exp.cfg.cycling.origin,
+        exp.cfg.cycling.interval,
+        experiment=exp.name,
+        config_text=exp.identity,
+        storage_options=exp.storage_options,
+        block=exp.cfg.store.block,
+        field_chunk=exp.cfg.store.field_chunk,
+    )
+
+
+@contextlib.contextmanager
+def open_run(exp):
+    """Opens (or creates) the experiment's store as its writer for a run; the lock is
+    released when the run ends."""
+    store = open_store(exp)
+    try:
+        yield Run(exp, store)
+    finally:
+        store.close()

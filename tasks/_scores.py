@@ -1,0 +1,73 @@
+"""Scores of a run: a store against its OSSE's truth (what a report and a sweep show), and
+the pure-JAX loop on the same OSSE (what the pipeline must reproduce)."""
+
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax
+import numpy as np
+
+import storage
+import vardax_core as vc
+
+from ._experiment import experiment
+from ._osse import osse_problem
+
+_run_cycles = eqx.filter_jit(vc.run_cycles)
+
+
+def store_scores(store_url, truth_url, start: int = 0, stop=None, storage_options=None) -> dict:
+    """Time-mean window-end RMSE (`"analysis"`, `"background"`) of cycles `start:stop` of a
+    store against an OSSE nature run: what `vardax_core.cycle_scores` gives in memory."""
+    ends = storage.read_window_ends(
+        store_url, slice(start, stop), truth_url=truth_url, storage_options=storage_options
+    )
+    s = vc.window_end_scores(ends.analysis, ends.background, ends.truth)
+    return {
+        "analysis": float(s["mean_rmse_analysis"]),
+        "background": float(s["mean_rmse_background"]),
+    }
+
+
+def reference_scores(config: str, cycles: int, seed: int = 0, spinup: int = 0) -> dict:
+    """`vardax_core.run_cycles` with the experiment's cycle (the same background check,
+    method and gate) on the OSSE `simulate` writes (`seed`). **Returns** the time-mean
+    window-end RMSEs after `spinup` cycles (`"analysis"`: what each cycle handed on,
+    `"background"`) and the loop's records (`"output"`)."""
+    exp = experiment(config)
+    problem = osse_problem(exp, cycles, seed)
+    out = _run_cycles(exp.core, problem.first_background, problem.obs, cycles)
+    scores = vc.cycle_scores(out, problem.truth, exp.window, spinup=spinup)
+    return {
+        "analysis": float(scores["analysis"]),
+        "background": float(scores["background"]),
+        "output": out,
+    }
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """What a report draws: the store's status table, the window ends of its done cycles
+    (`storage.WindowEnds`) and their scores (`vardax_core.window_end_scores`)."""
+
+    table: object
+    ends: storage.WindowEnds
+    scores: dict
+    attrs: dict
+
+
+def report_data(store_url, truth_url=None, storage_options=None) -> ReportData:
+    """The report's data of the store at `store_url` (and the OSSE truth, when given)."""
+    store = storage.CycleStore.open(store_url, storage_options=storage_options)
+    table = store.status_table()
+    done = np.flatnonzero(table["status"].isin(["committed", "degraded"]).to_numpy())
+    ends = storage.read_window_ends(
+        store_url, done, truth_url=truth_url, storage_options=storage_options
+    )
+    chi2 = table["innovation_chi2_dof"].to_numpy()[done]
+    scores = {}
+    if len(done):
+        scores = jax.device_get(
+            vc.window_end_scores(ends.analysis, ends.background, ends.truth, chi2)
+        )
+    return ReportData(table, ends, {k: np.asarray(v) for k, v in scores.items()}, store.attrs)
