@@ -6,6 +6,7 @@ asks it which cycles are still to do.
 """
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from prefect import flow, get_run_logger, tags
@@ -109,29 +110,29 @@ def _without_heartbeats():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
-def run_cycles(run: tasks.Run, todo: list[int], block: int, cold_start: bool, progress):
-    """Runs the cycles `todo` in order, in blocks or one `cycle` flow run each; **returns**
-    the counts of the statuses written."""
+def run_cycles(
+    run: tasks.Run, todo: list[int], block: int = 0, cold_start: bool = False, progress=None
+) -> dict[str, str]:
+    """Runs the cycles `todo` in order, in blocks or one `cycle` flow run each
+    (`progress(done)` after each piece); **returns** each cycle's id → its status."""
     with _without_heartbeats():
-        return _run_pieces(run, todo, block, cold_start, progress)
+        return _run_pieces(run, todo, block, cold_start, progress or (lambda done: None))
 
 
 def _run_pieces(run: tasks.Run, todo: list[int], block: int, cold_start: bool, progress):
-    counts: dict[str, int] = {}
+    statuses: dict[str, str] = {}
     pieces = segments(todo, block) if block > 0 else [(i, 1) for i in todo]
-    done = 0
     for index, n in pieces:
         cycle, cold = run.exp.axis.cycle(index), cold_start and index == todo[0]
         if block > 0:
-            statuses = tasks.run_block(run, cycle, n, cold)
+            written = tasks.run_block(run, cycle, n, cold)
         else:
-            statuses = [cycle_flow(run.exp.config_path, cycle.id, cold, run)]
-        for status in statuses:
-            counts[status] = counts.get(status, 0) + 1
-        done += n
-        tick(done, len(todo), run.exp.axis.cycle(index + n - 1).id, statuses[-1])
-        progress(done)
-    return counts
+            written = [cycle_flow(run.exp.config_path, cycle.id, cold, run)]
+        ids = [run.exp.axis.cycle(index + k).id for k in range(n)]
+        statuses |= dict(zip(ids, written, strict=True))
+        tick(len(statuses), len(todo), ids[-1], written[-1])
+        progress(len(statuses))
+    return statuses
 
 
 @flow(name="cycling", flow_run_name=_run_name, persist_result=False, validate_parameters=False)
@@ -164,7 +165,8 @@ def cycling_flow(
         tick(0, len(todo), "", "")
         progress = artifacts.progress_artifact(exp, len(todo))
         with tags(*exp.tags):
-            counts = run_cycles(run, todo, block, cold_start, progress)
+            statuses = run_cycles(run, todo, block, cold_start, progress)
+    counts = dict(Counter(statuses.values()))
     wall = time.perf_counter() - t0
     log.info("%s: %s in %.1f s", exp.name, counts, wall)
     if todo:

@@ -98,11 +98,8 @@ def scheduled_flow(config: str, at: str | None = None) -> dict:
         todo = cycles_to_do(run, exp.axis.cycle(0), exp.axis.cycle(latest), rerun=False)
         to_run, skip, reason = catch_up(exp, todo, now)
         _skip(run, skip, reason)
-        statuses = {}
         with tags(*exp.tags):
-            for i in to_run:  # one by one: each cycle's status is its own
-                counts = run_cycles(run, [i], 0, False, lambda done: None)
-                statuses[exp.axis.cycle(i).id] = next(iter(counts))
+            statuses = run_cycles(run, to_run)
     log.info(
         "%s: ran %d cycles, skipped %d, in %.1f s",
         exp.name,

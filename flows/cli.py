@@ -115,8 +115,7 @@ _Config = Annotated[Path, typer.Argument(help="experiment YAML file")]
 def _experiment(config: Path):
     import tasks
 
-    tasks.configure_runtime()
-    return tasks.experiment(config)
+    return tasks.experiment(config)  # which sets the numerical runtime first
 
 
 def _server_note() -> None:

@@ -1,8 +1,6 @@
 """storage: every Zarr, xarray, fsspec and file-format access of vardax-cycle."""
 
 from ._cache import cached_array as cached_array
-from ._cache import read_cached_array as read_cached_array
-from ._cache import write_cached_array as write_cached_array
 from ._checkpoints import CheckpointError as CheckpointError
 from ._checkpoints import read_checkpoint as read_checkpoint
 from ._checkpoints import read_checkpoint_metadata as read_checkpoint_metadata

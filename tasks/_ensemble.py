@@ -1,7 +1,6 @@
 """An ensemble of forecasts from a cycle's analysis, one task per member (on Dask workers,
 which resolve the experiment from its config path once per process)."""
 
-import equinox as eqx
 import jax
 import numpy as np
 from prefect import task
@@ -11,14 +10,14 @@ import storage
 import vardax_core as vc
 
 from ._experiment import experiment
-
-_rollout = eqx.filter_jit(lambda model, x, n: model.rollout(x, n))
+from ._restart import forecast
+from ._run import open_store
 
 
 def ensemble_initial(exp, cycle: storage.CyclePoint, members: int, std: float, seed: int):
     """`(members, n)` states around the analysis at the end of `cycle`'s window (a done
     cycle): member 0 is the analysis itself, the others add the model's perturbations."""
-    with storage.CycleStore.open(exp.store_url, storage_options=exp.storage_options) as store:
+    with open_store(exp, writable=False) as store:
         x = np.reshape(store.read_cycle(cycle.time)["analysis"][-1], -1)
     key = jax.random.PRNGKey(seed)
     return np.asarray(vc.perturbed_ensemble(exp.model, x, key, members, std))
@@ -27,7 +26,7 @@ def ensemble_initial(exp, cycle: storage.CyclePoint, members: int, std: float, s
 @task(name="ensemble-member", cache_policy=NO_CACHE, persist_result=False)
 def forecast_member(config: str, initial: np.ndarray, steps: int) -> np.ndarray:
     """One member's forecast `(steps + 1, n)`."""
-    return np.asarray(_rollout(experiment(config).model, initial, steps))
+    return np.asarray(forecast(experiment(config).model, initial, steps))
 
 
 def write_ensemble(exp, cycle: storage.CyclePoint, trajectories, leads, std: float) -> str:

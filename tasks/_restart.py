@@ -8,7 +8,8 @@ import numpy as np
 
 import storage
 
-_rollout = eqx.filter_jit(lambda model, x, n: model.rollout(x, n))
+forecast = eqx.filter_jit(lambda model, x, n: model.rollout(x, n))
+"""`model.rollout(x, n)`, jitted: a forecast of `n` model steps (compiled once per `n`)."""
 
 DONE = ("committed", "degraded")
 
@@ -54,5 +55,5 @@ def start_state(exp, store, cycle: storage.CyclePoint, cold: bool = False):
         return cold_start(exp), "cold start after skipped cycles"
     last = exp.axis.cycle(int(done[-1]))
     gap = cycle.index - 1 - last.index
-    carried = _rollout(exp.model, _analysis_end(store, last), gap * exp.window)[-1]
+    carried = forecast(exp.model, _analysis_end(store, last), gap * exp.window)[-1]
     return np.asarray(carried), f"analysis of {last} carried over {gap} skipped cycles"
