@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from ._models import ExperimentConfig, SweepConfig
+from ._models import ENTRY_POINT_GROUPS, ExperimentConfig, SweepConfig
 
 
 class ConfigError(ValueError):
@@ -15,13 +15,13 @@ class ConfigError(ValueError):
     exit_code = 2
 
 
-def _key(loc: tuple, data) -> str:
+def _key(loc: tuple, data, missing: bool = False) -> str:
     """The dotted config key of an error's location. Pydantic puts the tag of a union's
     member into the location (`model.lorenz96.K`); a part that is not a key of the input
-    at that point is such a tag and is left out (the last part, a missing key, is kept)."""
+    at that point is such a tag and is left out (but for a `missing` key, the last part)."""
     parts, node = [], data
     for i, p in enumerate(loc):
-        last = i == len(loc) - 1
+        last = missing and i == len(loc) - 1
         if isinstance(p, str) and isinstance(node, dict) and p not in node and not last:
             continue
         parts.append(str(p))
@@ -38,9 +38,17 @@ def _message(e: dict) -> tuple[str, str]:
         return "", "unknown key"
     if e["type"] == "union_tag_invalid":  # a name or kind that no config class has
         ctx = e["ctx"]
-        return f".{ctx['discriminator'].strip(chr(39))}", (
-            f"Input should be {ctx['expected_tags']} (got {ctx['tag']!r})"
-        )
+        expected = ctx["expected_tags"].replace(", 'plugin'", "")
+        if expected != ctx["expected_tags"]:  # a union that also takes one's own
+            kind = e["loc"][-1] if e["loc"] else "model"
+            group = ENTRY_POINT_GROUPS.get(str(kind), "vardax_cycle.<kind>s")
+            expected += (
+                ', or one\'s own: target "package.module:attribute", or the name of a plugin '
+                f"installed under the entry-point group {group}"
+            )
+        key = ctx["discriminator"].strip(chr(39))
+        key = "name" if key.endswith(")") else key  # a callable discriminator: by name
+        return f".{key}", f"Input should be {expected} (got {ctx['tag']!r})"
     return "", e["msg"].removeprefix("Value error, ")
 
 
@@ -60,7 +68,8 @@ def _validate(model, data, source: str):
         lines = []
         for e in err.errors():
             suffix, msg = _message(e)
-            lines.append(f"{source}: {_key(e['loc'], data)}{suffix}: {msg}")
+            key = _key(e["loc"], data, missing=e["type"] == "missing")
+            lines.append(f"{source}: {key}{suffix}: {msg}")
         raise ConfigError("\n".join(dict.fromkeys(lines))) from None
 
 
@@ -139,6 +148,7 @@ _IDENTITY = {
         "locations",
         "network",
         "operator",
+        "capacity",
         "error_std",
         "every_steps",
         "qc",

@@ -5,10 +5,19 @@ An unknown key, a bad value or an impossible combination is an error that names 
 """
 
 import re
+import typing
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^P(?!$)(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -25,7 +34,15 @@ Pair = Annotated[tuple[float, float], Field(strict=False)]
 # --- forward models ---------------------------------------------------------------------
 
 
-class _ModelBase(_Config):
+class _Named(_Config):
+    @property
+    def label(self) -> str:
+        """What the config names, in a word: its `name`, or a plugin target's attribute."""
+        name = getattr(self, "name", None)
+        return name or str(getattr(self, "target", "")).rpartition(":")[2]
+
+
+class _ModelBase(_Named):
     integrator: Literal["rk4", "diffrax"] = "rk4"
     substeps: Annotated[int, Field(ge=1)] = 1
 
@@ -78,10 +95,107 @@ class QGConfig(_ModelBase):
     dt: Annotated[float, Field(gt=0)] = 0.05
 
 
-ModelConfig = Annotated[
-    Lorenz63Config | Lorenz96Config | Lorenz96TwoLevelConfig | QGConfig,
-    Field(discriminator="name"),
-]
+# --- plugins: a model, operator or method of one's own ---------------------------------
+
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+ENTRY_POINT_GROUPS = {
+    "model": "vardax_cycle.models",
+    "operator": "vardax_cycle.operators",
+    "method": "vardax_cycle.methods",
+}
+"""The entry-point group under which installed packages register each kind of plugin."""
+
+
+def installed_plugins(kind: str) -> list[str]:
+    """The names installed packages register for `kind` (`model`, `operator`, `method`)."""
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUPS[kind]))
+
+
+class _Plugin(_Named):
+    """A plugin by import path (`target: "package.module:attribute"`, a class or factory)
+    or by the `name` an installed package registers (its entry point); `params` are the
+    keyword arguments it is called with."""
+
+    _kind: ClassVar[str]
+    _builtins: ClassVar[tuple[str, ...]] = ()
+    name: str | None = None
+    target: str | None = None
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_reference(self):
+        if (self.name is None) == (self.target is None):
+            raise ValueError(
+                f'a {self._kind} of one\'s own needs either target ("module:attribute") or '
+                "the name of an installed plugin, not both"
+            )
+        if self.target is not None and not _TARGET.match(self.target):
+            raise ValueError(f'target must be "package.module:attribute", got {self.target!r}')
+        if self.name is not None and self.name not in installed_plugins(self._kind):
+            known = ", ".join(repr(n) for n in self._builtins)
+            group = ENTRY_POINT_GROUPS[self._kind]
+            plugins = installed_plugins(self._kind)
+            raise ValueError(
+                f"Input should be {known} or an installed plugin (entry-point group {group}: "
+                f"{', '.join(plugins) or 'none installed'}), got {self.name!r}"
+            )
+        return self
+
+    @property
+    def reference(self) -> str:
+        """What it names, for messages: its target or its entry-point name."""
+        return self.target or f"{self.name} (entry point {ENTRY_POINT_GROUPS[self._kind]})"
+
+
+class PluginModelConfig(_ModelBase, _Plugin):
+    """A forward model of one's own. The target, called with `params`, returns a
+    `vardax_core.AbstractForwardModel` — or a plain JAX vector field `f(x) -> dx/dt`, which
+    is integrated with `integrator` (`substeps`) at time step `dt` on a state of
+    `state_size` (both then required); `dims` names its dimension for the store and
+    `periodic` says it is a homogeneous ring (for `spectral` B and positions that wrap)."""
+
+    _kind: ClassVar[str] = "model"
+    dt: Annotated[float, Field(gt=0)] | None = None
+    state_size: Annotated[int, Field(ge=1)] | None = None
+    dims: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] | None = None
+    periodic: bool | None = None
+
+
+def _tag(builtins: tuple[str, ...], kind: str):
+    """The union member of a built-in `name`, else the plugin (a `target`, or the `name` of
+    an installed plugin); another name is no member (the error lists what there is)."""
+
+    def tag(value):
+        get = value.get if isinstance(value, dict) else lambda k: getattr(value, k, None)
+        name = get("name")
+        if get("target") is None and name in builtins:
+            return name
+        if get("target") is not None or name is None or name in installed_plugins(kind):
+            return "plugin"
+        return str(name)
+
+    return tag
+
+
+def _names(*classes) -> tuple[str, ...]:
+    return tuple(c.model_fields["name"].annotation.__args__[0] for c in classes)
+
+
+def _by_name(*classes, plugin):
+    names = _names(*classes)
+    plugin._builtins = names
+    members = [Annotated[c, Tag(n)] for c, n in zip(classes, names, strict=True)]
+    members.append(Annotated[plugin, Tag("plugin")])
+    union = typing.Union[tuple(members)]  # noqa: UP007
+    return Annotated[union, Discriminator(_tag(names, plugin._kind))]
+
+
+ModelConfig = _by_name(
+    Lorenz63Config, Lorenz96Config, Lorenz96TwoLevelConfig, QGConfig, plugin=PluginModelConfig
+)
 
 
 # --- observations -----------------------------------------------------------------------
@@ -139,12 +253,32 @@ class SwathNetwork(_Config):
 Network = Annotated[GriddedNetwork | StationNetwork | SwathNetwork, Field(discriminator="kind")]
 
 
+class PluginOperatorConfig(_Plugin):
+    """An observation operator of one's own. The target is called with `params` and, of
+    `locations` (the observed state components, `observations.locations`) and
+    `state_size`, those its signature names; it returns a
+    `vardax_core.AbstractObsOperator` or a plain function `h(x) -> y` of the state (`linear:
+    true` declares such a function linear, for OI)."""
+
+    _kind: ClassVar[str] = "operator"
+    _builtins: ClassVar[tuple[str, ...]] = ("identity", "arctan")
+    linear: bool = False
+
+
 class ObservationsConfig(_Config):
     """Where the observations come from and how they are laid out.
 
     A model with a vector state observes state components (`locations`, through the
-    `operator` `identity` or `arctan`); a model with a 2-D field observes points of its
-    grid laid out by `network` (gridded, stations or swaths).
+    `operator` `identity`, `arctan` or one's own); a model with a 2-D field observes points
+    of its grid laid out by `network` (gridded, stations or swaths). With `capacity`, each
+    observation carries its position instead, in columns named after the model's
+    dimensions (`site` on the Lorenz-96 ring, `y` and `x` on the QG grid, in the model's
+    coordinates): it is observed by linear (1-D) or bilinear (2-D) interpolation, and at
+    most `capacity` observations are valid at any one window time.
+
+    Each observation's own `error_std` (a column of the file) makes `R` diagonal;
+    `error_std` here is the default for a file without that column (and the error of an
+    OSSE's observations).
 
     `source: synthetic` makes an OSSE (`simulate` writes the nature run and the files
     under the run folder); `source: file` reads `url` (CSV, Parquet, Zarr or NetCDF).
@@ -161,7 +295,8 @@ class ObservationsConfig(_Config):
     storage_options: dict[str, Any] = {}
     locations: Literal["all"] | EveryConfig | list[Annotated[int, Field(ge=0)]] = "all"
     network: Network | None = None
-    operator: Literal["identity", "arctan"] = "identity"
+    operator: Literal["identity", "arctan"] | PluginOperatorConfig = "identity"
+    capacity: Annotated[int, Field(ge=1)] | None = None
     error_std: Annotated[float, Field(gt=0)] = 1.0
     every_steps: Annotated[int, Field(ge=1)] = 1
     qc: QCConfig = QCConfig()
@@ -183,6 +318,17 @@ class ObservationsConfig(_Config):
             raise ValueError("source 'file' needs url (a path or fsspec URL of the observations)")
         if isinstance(self.locations, list) and len(set(self.locations)) != len(self.locations):
             raise ValueError("locations has duplicates")
+        if self.capacity is not None:
+            if self.simulated:
+                raise ValueError(
+                    "capacity is for observation files whose rows carry their positions; "
+                    "a synthetic source observes locations or a network"
+                )
+            if self.locations != "all" or self.network is not None or self.operator != "identity":
+                raise ValueError(
+                    "with capacity the observations carry their positions (and are observed "
+                    "by interpolation): leave out locations, network and operator"
+                )
         return self
 
     @property
@@ -295,7 +441,7 @@ Minimiser = Literal["bfgs", "lbfgs", "nonlinear_cg"]
 """The gradient minimisers (optimistix) a variational method may name."""
 
 
-class _MethodBase(_Config):
+class _MethodBase(_Named):
     prior_cov: CovarianceConfig
 
 
@@ -377,16 +523,24 @@ class AmortizedPosteriorConfig(_LearnedConfig):
     name: Literal["amortized"]
 
 
-MethodConfig = Annotated[
-    OIConfig
-    | ThreeDVarConfig
-    | StrongFourDVarConfig
-    | WeakFourDVarConfig
-    | IncrementalFourDVarConfig
-    | FourDVarNetConfig
-    | AmortizedPosteriorConfig,
-    Field(discriminator="name"),
-]
+class PluginMethodConfig(_MethodBase, _Plugin):
+    """An analysis method of one's own. The target is called with `params` and, of `model`,
+    `obs_operator`, `prior_cov` (from `prior_cov` here) and `obs_cov`, those its signature
+    names; it returns a `vardax_core.AbstractAnalysisMethod`."""
+
+    _kind: ClassVar[str] = "method"
+
+
+MethodConfig = _by_name(
+    OIConfig,
+    ThreeDVarConfig,
+    StrongFourDVarConfig,
+    WeakFourDVarConfig,
+    IncrementalFourDVarConfig,
+    FourDVarNetConfig,
+    AmortizedPosteriorConfig,
+    plugin=PluginMethodConfig,
+)
 LearnedMethodConfig = _LearnedConfig
 """The config classes of learned methods (trained, with a checkpoint)."""
 

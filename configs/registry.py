@@ -28,6 +28,7 @@ import optimistix as optx
 import vardax_core as vc
 
 from . import _models as cf
+from . import plugins
 from ._load import ConfigError
 
 B_SEED = 1
@@ -37,12 +38,7 @@ normalisation): not the OSSE truth's."""
 BACKGROUND_SCALES = (0.1, 1.0)
 """Range of the factor on `B^{1/2}` noise of a learned method's training backgrounds."""
 
-MODELS: dict[type, type[vc.AbstractForwardModel]] = {
-    cf.Lorenz63Config: vc.Lorenz63,
-    cf.Lorenz96Config: vc.Lorenz96,
-    cf.Lorenz96TwoLevelConfig: vc.Lorenz96TwoLevel,
-    cf.QGConfig: vc.QuasiGeostrophic,
-}
+MODELS: dict[type, Callable] = {}
 INTEGRATORS: dict[str, Callable] = {
     "rk4": lambda m: vc.RK4(substeps=m.substeps),
     "diffrax": lambda m: vc.Diffrax(),
@@ -116,32 +112,122 @@ def config_key(source: str, key: str):
 
 
 def build_model(cfg: cf.ExperimentConfig, source: str) -> vc.AbstractForwardModel:
-    m = cfg.model
-    params = m.model_dump(exclude={"name", "integrator", "substeps"})
     with config_key(source, "model"):
-        return MODELS[type(m)](**params, integrator=INTEGRATORS[m.integrator](m))
+        return MODELS[type(cfg.model)](cfg.model, source)
+
+
+def _builtin_model(cls: type[vc.AbstractForwardModel]):
+    def build(m, source: str):
+        params = m.model_dump(exclude={"name", "integrator", "substeps"})
+        return cls(**params, integrator=INTEGRATORS[m.integrator](m))
+
+    return build
+
+
+MODELS.update(
+    {
+        cf.Lorenz63Config: _builtin_model(vc.Lorenz63),
+        cf.Lorenz96Config: _builtin_model(vc.Lorenz96),
+        cf.Lorenz96TwoLevelConfig: _builtin_model(vc.Lorenz96TwoLevel),
+        cf.QGConfig: _builtin_model(vc.QuasiGeostrophic),
+    }
+)
+
+_VECTOR_FIELD_KEYS = ("dt", "state_size", "dims", "periodic")
+
+
+@_entry(MODELS, cf.PluginModelConfig)
+def _plugin_model(m: cf.PluginModelConfig, source: str):
+    made = plugins.call(plugins.resolve(m, "model", source), m, "model", source, {})
+    if isinstance(made, vc.AbstractForwardModel):
+        given = [f"model.{k}" for k in _VECTOR_FIELD_KEYS if getattr(m, k) is not None]
+        if given:
+            raise ConfigError(
+                f"{source}: {', '.join(given)}: for a plain vector field; {m.reference} "
+                f"returned the model {type(made).__name__}, which has its own"
+            )
+        return made
+    if not callable(made):
+        raise ConfigError(
+            f"{source}: model: {m.reference} returned a {type(made).__name__}: it must return "
+            "a vardax_core.AbstractForwardModel or a vector field f(x) -> dx/dt"
+        )
+    missing = [f"model.{k}" for k in ("dt", "state_size") if getattr(m, k) is None]
+    if missing:
+        raise ConfigError(
+            f"{source}: {' and '.join(missing)}: needed, since {m.reference} returns a plain "
+            "vector field (the model's time step and the length of its state)"
+        )
+    try:
+        return vc.VectorFieldModel(
+            made,
+            m.state_size,
+            m.dt,
+            integrator=INTEGRATORS[m.integrator](m),
+            dims=(m.dims or "state",),
+            ring=bool(m.periodic),
+        )
+    except Exception as err:  # the user's function, traced on a state of state_size
+        raise ConfigError(
+            f"{source}: model: the vector field of {m.reference} on a state of model.state_size "
+            f"{m.state_size}: {type(err).__name__}: {err}"
+        ) from None
 
 
 @dataclass(frozen=True)
 class ObservationLayout:
     """The observation operator of an experiment and where its observations are: the
     state `locations` a vector state's observations sit at (their numbers, for a field's
-    network), a field's `points` `(y, x)` and, for swaths, each point's `track`."""
+    network), a field's `points` `(y, x)` and, for swaths, each point's `track`.
+
+    Observations at positions (`observations.capacity`): `locations` are the `capacity`
+    slots of a window time, `position_dims` the model's dimensions the positions are
+    given in, and `window_operator` the interpolation of a window's positions."""
 
     operator: vc.AbstractObsOperator
     locations: tuple[int, ...]
     points: np.ndarray | None = None
     track: np.ndarray | None = None
+    position_dims: tuple[str, ...] = ()
+    grid: tuple[tuple[float, float, int], ...] = ()
+    periodic: bool = True
+
+    def grid_units(self, positions: np.ndarray) -> np.ndarray:
+        """Positions `(…, d)` in the model's coordinates as fractional grid indices."""
+        origin = np.array([g[0] for g in self.grid])
+        spacing = np.array([g[1] for g in self.grid])
+        return (np.asarray(positions, float) - origin) / spacing
+
+    def inside(self, positions: np.ndarray) -> np.ndarray:
+        """Which positions `(…, d)` lie on the model's domain (all, on a periodic one)."""
+        if self.periodic:
+            return np.all(np.isfinite(positions), axis=-1)
+        index = self.grid_units(positions)
+        size = np.array([g[2] for g in self.grid])
+        with np.errstate(invalid="ignore"):
+            return np.all((index >= 0) & (index <= size - 1), axis=-1)
+
+    def window_operator(self, positions: np.ndarray) -> vc.InterpolationObs:
+        """The operators `H_t` of a window whose observations sit at `positions`
+        `(T, capacity, d)` (model coordinates); an empty slot or a position outside the
+        domain (not assimilated) is put at the grid's origin."""
+        shape = tuple(g[2] for g in self.grid)
+        positions = np.asarray(positions, float)
+        origin = np.array([g[0] for g in self.grid])
+        placed = np.where(self.inside(positions)[..., None], positions, origin)
+        return vc.InterpolationObs.at(self.grid_units(placed), shape, self.periodic)
 
 
 def build_observations(b: Build) -> ObservationLayout:
-    o, name = b.cfg.observations, b.cfg.model.name
+    o, name = b.cfg.observations, b.cfg.model.label
+    if o.capacity is not None:
+        return _positioned(b)
     if b.is_field:
         if o.network is None:
             raise b.error(
                 "observations",
                 f"observations.network is needed for the 2-D model {name} (kind gridded, "
-                "stations or swath)",
+                "stations or swath), or capacity for observations with positions",
             )
         if o.locations != "all" or o.operator != "identity":
             raise b.error(
@@ -168,7 +254,75 @@ def build_observations(b: Build) -> ObservationLayout:
         )
     if not locations:
         raise b.error("observations", "observations.locations selects no state component")
+    if isinstance(o.operator, cf.PluginOperatorConfig):
+        return _plugin_operator(b, o.operator, locations)
     return ObservationLayout(OPERATORS[o.operator](locations, n), tuple(locations))
+
+
+def _plugin_operator(b: Build, op: cf.PluginOperatorConfig, locations: list[int]):
+    key, n = "observations.operator", b.model.state_size
+    factory = plugins.resolve(op, key, b.source)
+    takes_locations = plugins.takes(factory, "locations")
+    if not takes_locations and b.cfg.observations.locations != "all":
+        raise b.error(
+            "observations.locations",
+            f"{op.reference} does not take locations: its outputs are the observations "
+            "(numbered from 0 in the file's location column); leave locations out",
+        )
+    made = plugins.call(factory, op, key, b.source, {"locations": list(locations), "state_size": n})
+    if callable(made) and not isinstance(made, vc.AbstractObsOperator):
+        try:
+            out = jax.eval_shape(made, jax.ShapeDtypeStruct((n,), jnp.result_type(float)))
+            made = vc.FunctionObs(made, n, int(np.prod(out.shape)), linear=op.linear)
+        except Exception as err:
+            raise b.error(
+                key, f"the function of {op.reference} on a state of size {n}: {err}"
+            ) from None
+    if not isinstance(made, vc.AbstractObsOperator):
+        raise b.error(
+            key,
+            f"{op.reference} returned a {type(made).__name__}: it must return a "
+            "vardax_core.AbstractObsOperator or a function h(x) -> y",
+        )
+    if made.state_size != n:
+        raise b.error(
+            key,
+            f"{op.reference} takes states of size {made.state_size}, the "
+            f"{b.cfg.model.label} state has {n}",
+        )
+    if takes_locations and made.obs_size != len(locations):
+        raise b.error(
+            key,
+            f"{op.reference} returns {made.obs_size} observations for {len(locations)} locations",
+        )
+    slots = tuple(locations) if takes_locations else tuple(range(made.obs_size))
+    return ObservationLayout(made, slots)
+
+
+def _positioned(b: Build) -> ObservationLayout:
+    """Observations that carry their positions, up to `capacity` per window time."""
+    model, capacity = b.model, b.cfg.observations.capacity
+    dims, shape = model.state_dims, model.state_shape
+    if len(shape) not in (1, 2):
+        raise b.error(
+            "observations.capacity",
+            f"positions are interpolated on a 1-D or 2-D grid; the model's state is {shape}",
+        )
+    grid = []
+    for d, size in zip(dims, shape, strict=True):
+        c = np.asarray(model.state_coords[d], float)
+        spacing = (c[-1] - c[0]) / (size - 1) if size > 1 else 1.0
+        if len(c) != size or not np.allclose(np.diff(c), spacing):
+            raise b.error(
+                "observations.capacity",
+                f"positions need evenly spaced coordinates; the model's {d} is not",
+            )
+        grid.append((float(c[0]), float(spacing), int(size)))
+    template = np.zeros((capacity, len(shape)))
+    H = vc.InterpolationObs.at(template, shape, model.periodic)
+    return ObservationLayout(
+        H, tuple(range(capacity)), position_dims=dims, grid=tuple(grid), periodic=model.periodic
+    )
 
 
 # --- covariances ------------------------------------------------------------------------
@@ -185,7 +339,7 @@ def _vector_only(cov, b: Build, key: str) -> None:
         raise b.error(
             key,
             f"covariance kind {cov.kind} would form a {n} × {n} matrix for the "
-            f"{b.cfg.model.name} model: use spectral (or scaled_identity)",
+            f"{b.cfg.model.label} model: use spectral (or scaled_identity)",
         )
 
 
@@ -215,7 +369,7 @@ def _spectral(cov, b: Build, key: str):
         raise b.error(
             key,
             "covariance kind spectral is for a homogeneous periodic grid (a ring, a doubly "
-            f"periodic field), which the {b.cfg.model.name} model's state is not",
+            f"periodic field), which the {b.cfg.model.label} model's state is not",
         )
     return vc.SpectralCovariance(b.model.state_shape, cov.length_scale, cov.variance)
 
@@ -283,10 +437,11 @@ def _minimiser(m) -> dict:
 @_entry(METHODS, cf.OIConfig)
 def _oi(m, b: Build, p: MethodParts):
     if not p.obs_operator.is_linear:
+        op = b.cfg.observations.operator
         raise b.error(
             "method",
             f"method.name {m.name} needs a linear observation operator, but "
-            f"observations.operator is {b.cfg.observations.operator}: use 3dvar or a 4dvar",
+            f"observations.operator is {getattr(op, 'reference', op)}: use 3dvar or a 4dvar",
         )
     return vc.OptimalInterpolation(**p.kw(), obs_cov=p.obs_cov)
 
@@ -301,7 +456,7 @@ def _strong(m, b: Build, p: MethodParts):
     if b.is_field and m.minimiser in (None, "levenberg_marquardt"):
         raise b.error(
             "method.minimiser",
-            f"strong_4dvar on the {b.cfg.model.name} model needs a gradient minimiser (lbfgs, "
+            f"strong_4dvar on the {b.cfg.model.label} model needs a gradient minimiser (lbfgs, "
             "bfgs, nonlinear_cg): Levenberg-Marquardt forms the Jacobian; or use "
             "incremental_4dvar",
         )
@@ -320,6 +475,25 @@ def _weak(m, b: Build, p: MethodParts):
 def _incremental(m, b: Build, p: MethodParts):
     kw = dict(n_outer=m.n_outer, n_inner=m.n_inner, tolerance=m.rtol)
     return vc.IncrementalFourDVar(b.model, **p.kw(), obs_cov=p.obs_cov, **kw)
+
+
+@_entry(METHODS, cf.PluginMethodConfig)
+def _plugin_method(m: cf.PluginMethodConfig, b: Build, p: MethodParts):
+    available = {"model": b.model, **p.kw(), "obs_cov": p.obs_cov}
+    made = plugins.call(plugins.resolve(m, "method", b.source), m, "method", b.source, available)
+    if not isinstance(made, vc.AbstractAnalysisMethod):
+        raise b.error(
+            "method",
+            f"{m.reference} returned a {type(made).__name__}, not a "
+            "vardax_core.AbstractAnalysisMethod",
+        )
+    if made.state_size != b.model.state_size:
+        raise b.error(
+            "method",
+            f"{m.reference} analyses states of size {made.state_size}, the model's have "
+            f"{b.model.state_size}",
+        )
+    return made
 
 
 LEARNED_METHODS: dict[type, type[vc.AbstractAnalysisMethod]] = {
@@ -348,6 +522,12 @@ def new_network(b: Build, obs_operator):
     """An untrained network of the learned method's architecture, normalised by the model's
     climatology (observations by their error and the states' spread)."""
     m = b.cfg.method
+    if b.cfg.observations.capacity is not None:
+        raise b.error(
+            "method",
+            f"method {m.name} learns one fixed observation layout; observations with "
+            "positions (observations.capacity) need a classical method",
+        )
     mean, scale = _normalisation(b)
     obs_scale = jnp.sqrt(b.cfg.observations.error_std**2 + jnp.mean(scale**2))
     common = dict(
@@ -388,7 +568,7 @@ def _amortized(net, b: Build, H, T: int, common: dict):
         raise b.error(
             "method",
             "method amortized predicts every state of the window with an MLP: for vector "
-            f"states; on the {b.cfg.model.name} model use fourdvarnet",
+            f"states; on the {b.cfg.model.label} model use fourdvarnet",
         )
     shapes = ((T, H.obs_size), (T, b.model.state_size))
     kw = dict(context_dim=net.context_dim, depth=net.depth, use_background=True)
@@ -410,7 +590,7 @@ def build_oracle(b: Build, parts: MethodParts, learned: bool) -> vc.PosteriorAgr
         raise b.error(
             "gates.oracle",
             f"gates.oracle forms the oracle's n × n posterior covariance: not for the "
-            f"{b.cfg.model.name} model ({b.model.state_size} state variables)",
+            f"{b.cfg.model.label} model ({b.model.state_size} state variables)",
         )
     strong = vc.StrongFourDVar(
         b.model, parts.obs_operator, parts.prior_cov, parts.obs_cov, max_steps=o.max_steps

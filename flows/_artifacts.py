@@ -49,7 +49,7 @@ def cycle_artifacts(exp, cycle, data: dict, status: str, reason: str) -> None:
     text = (
         f"## {exp.name} {cycle}: {_MARK.get(status, '')} {status}\n\n"
         + (f"**Reason:** {reason}\n\n" if reason else "")
-        + f"Method `{exp.cfg.method.name}`, {row['n_obs']} observations assimilated, "
+        + f"Method `{exp.cfg.method.label}`, {row['n_obs']} observations assimilated, "
         f"innovation χ²/dof {row['innovation_chi2_dof']}, cost {row['cost_before']} → "
         f"{row['cost_after']} in {row['iterations']} iterations; store `{exp.store_url}`."
     )

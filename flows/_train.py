@@ -28,7 +28,7 @@ def _train_run_name() -> str:
 def _artifacts(exp, metrics: dict, history: list, url: str) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    lines = [f"# {exp.name}: {exp.cfg.method.name} trained", "", f"checkpoint `{url}`", ""]
+    lines = [f"# {exp.name}: {exp.cfg.method.label} trained", "", f"checkpoint `{url}`", ""]
     lines += [f"- {k}: {v}" for k, v in metrics.items() if k != "history"]
     try:
         create_table_artifact(history, key=f"{exp.name}-training-loss", description="loss")
@@ -45,7 +45,7 @@ def train_flow(config: str) -> dict:
     exp = tasks.experiment(config)
     if not isinstance(exp.cfg.method, configs.LearnedMethodConfig):
         raise configs.ConfigError(
-            f"{config}: method {exp.cfg.method.name} is not learned; nothing to train "
+            f"{config}: method {exp.cfg.method.label} is not learned; nothing to train "
             "(fourdvarnet or amortized are)"
         )
     t0 = time.perf_counter()

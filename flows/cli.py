@@ -236,7 +236,7 @@ def train(config: _Config) -> None:
             out = _train.train_flow(exp.config_path)
     finally:
         _train.set_progress(None)
-    table = Table(title=f"{exp.name}: {exp.cfg.method.name} on held-out windows")
+    table = Table(title=f"{exp.name}: {exp.cfg.method.label} on held-out windows")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in out.items():
@@ -457,10 +457,10 @@ def validate(config: Annotated[Path, typer.Argument(help="experiment YAML file")
         exp.require_method()
         method = type(exp.core.method).__name__
     except storage.CheckpointError as err:
-        method = f"{cfg.method.name} (not trained yet: {err})"
+        method = f"{cfg.method.label} (not trained yet: {err})"
     console.print(
-        f"[green]valid[/green]: {cfg.experiment} — {cfg.model.name} (state "
-        f"{exp.model.state_size}), {cfg.method.name} = {method}, cycles from "
+        f"[green]valid[/green]: {cfg.experiment} — {cfg.model.label} (state "
+        f"{exp.model.state_size}), {cfg.method.label} = {method}, cycles from "
         f"{cfg.cycling.origin} every {cfg.cycling.interval}, store {cfg.store.url}"
     )
 

@@ -33,6 +33,7 @@ from ._obs import quality_control as quality_control
 from ._obs import read_nature_run as read_nature_run
 from ._obs import read_observation_table as read_observation_table
 from ._obs import read_window as read_window
+from ._obs import select_positioned_windows as select_positioned_windows
 from ._obs import select_window as select_window
 from ._obs import select_windows as select_windows
 from ._obs import write_nature_run as write_nature_run

@@ -12,8 +12,9 @@ DONE = (COMMITTED, DEGRADED, SKIPPED)
 """States a run does not redo: the cycle's slot is whole (a degraded cycle carries its
 background; a skipped one was skipped by policy). `failed` and `empty` are redone."""
 
-QC = ("pass", "missing", "nonfinite", "out_of_range", "gross_error")
-"""Observation QC flags (`obs_qc`), CF flags 0…4. Only `pass` is assimilated."""
+QC = ("pass", "missing", "nonfinite", "out_of_range", "gross_error", "flagged", "outside_domain")
+"""Observation QC flags (`obs_qc`), CF flags 0…6 (new flags are appended). Only `pass` is
+assimilated."""
 
 GATE_VERDICT = ("failed", "passed", "not_run")
 """`gate_verdict` codes 0…2 (`not_run`: a forecast-only cycle, no observations)."""
@@ -50,6 +51,9 @@ class StoreLayout:
     - `dtype`: dtype of states and observation values.
     - `obs_points`: for a 2-D state, the `(y, x)` grid position of each observation slot
       (stored as the `obs_y`, `obs_x` coordinates of `obs`).
+    - `state_coords`: the coordinate values of each state dimension (`None`: grid indices).
+    - `obs_position_dims`: for observations that carry their positions, the model
+      dimensions they are given in: each cycle stores `obs_<dim>` `(window_time, obs)`.
     """
 
     state_dims: tuple[tuple[str, int], ...]
@@ -58,6 +62,8 @@ class StoreLayout:
     obs_size: int
     dtype: str = "float64"
     obs_points: tuple[tuple[float, float], ...] | None = None
+    obs_position_dims: tuple[str, ...] = ()
+    state_coords: tuple[tuple[float, ...], ...] | None = None
     diagnostics: tuple[tuple[str, str], ...] = field(
         default=tuple(DIAGNOSTICS.items()), compare=True
     )
@@ -69,6 +75,12 @@ class StoreLayout:
         object.__setattr__(
             self, "diagnostics", tuple((str(n), str(d)) for n, d in self.diagnostics)
         )
+        object.__setattr__(self, "obs_position_dims", tuple(map(str, self.obs_position_dims)))
+        if self.state_coords is not None:
+            coords = tuple(tuple(float(v) for v in c) for c in self.state_coords)
+            object.__setattr__(self, "state_coords", coords)
+            if [len(c) for c in coords] != [s for _, s in self.state_dims]:
+                raise ValueError("StoreLayout: state_coords do not match state_dims")
         if self.obs_points is not None:
             points = tuple((float(y), float(x)) for y, x in self.obs_points)
             object.__setattr__(self, "obs_points", points)
@@ -109,6 +121,8 @@ class StoreLayout:
             "obs_hash": ((), (), "<U64"),
             "status_reason": ((), (), "<U256"),
         }
+        for d in self.obs_position_dims:
+            out[f"obs_{d}"] = (("window_time", "obs"), (W, m), "float64")
         if L:
             out["forecast"] = (("lead_time", *sd), (L, *ss), self.dtype)
         out |= {name: ((), (), dtype) for name, dtype in self.diagnostics}

@@ -3,16 +3,19 @@ path or fsspec URL, quality control, and the OSSE writer (nature run + observati
 
 ## The observation schema
 
-A long table, one row per observation:
+A long table, one row per observation (after JEDI's IODA and DART's obs_seq):
 
 | column | meaning |
 |---|---|
 | `time` | valid time, ISO 8601 UTC (`2026-01-01T06:00Z`) or a datetime (CF-decoded in Zarr/NetCDF) |
-| `location` | the observed state component (an integer index; `site` for the Lorenz systems) |
 | `value` | the observed value |
-| `error_std` | the observation-error standard deviation (> 0) |
+| `error_std` | the observation's error standard deviation (> 0); optional when the reader is given a default |
+| `location` | the observed component (an integer index: a state component, or an output of the observation operator) |
+| *or* one column per model dimension | the observation's position in the model's coordinates (`site` on a ring, `y` and `x` on a grid), for observations at positions |
+| `qc` | optional: the provider's flag; a row whose `qc` is not 0 is not assimilated (flagged `flagged`) |
+| `obs_id`, `platform` | optional: kept in the table, not used |
 
-CSV and Parquet hold the table as columns. Zarr and NetCDF hold either the same four
+CSV and Parquet hold the table as columns. Zarr and NetCDF hold either the same
 variables along one dimension, or `value` and `error_std` on a `(time, location)` grid with
 NaN where nothing was observed.
 """
@@ -35,6 +38,8 @@ from ._layout import QC
 from ._store import content_hash, quiet_consolidation
 
 COLUMNS = ("time", "location", "value", "error_std")
+"""The columns of observations at state components (what the OSSE writer writes)."""
+OPTIONAL = ("qc", "obs_id", "platform")
 FORMATS = {
     ".csv": "csv",
     ".parquet": "parquet",
@@ -79,12 +84,21 @@ def file_size(url, storage_options: dict | None = None) -> int | None:
 
 
 def read_observation_table(
-    url, *, format: str | None = None, storage_options: dict | None = None
+    url,
+    *,
+    format: str | None = None,
+    storage_options: dict | None = None,
+    positions: tuple[str, ...] = (),
+    default_error_std: float | None = None,
 ) -> pd.DataFrame:
     """The whole observation file as the schema's table (`time` as UTC datetime64).
 
+    `positions`: the observations carry their positions in these columns (the model's
+    dimensions) instead of a `location`. `default_error_std`: the error of every row when
+    the file has no `error_std` column (else the column is required).
+
     Raises `ObservationError` naming the file for a missing file, a missing column or
-    variable, times that are not datetimes, or non-integer locations.
+    variable, times that are not datetimes, non-integer locations or non-numeric values.
     """
     url = str(url)
     fmt = _format(url, format)
@@ -101,15 +115,23 @@ def read_observation_table(
         raise
     except Exception as err:  # a corrupt or unreadable file: name it
         raise ObservationError(f"cannot read observation file {url} as {fmt}: {err}") from err
-    missing = [c for c in COLUMNS if c not in table.columns]
+    if "error_std" not in table.columns and default_error_std is not None:
+        table = table.assign(error_std=float(default_error_std))
+    where = list(positions) or ["location"]
+    columns = ["time", *where, "value", "error_std"]
+    missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ObservationError(
             f"observation file {url} lacks column(s) {missing}; it has {list(table.columns)} "
-            f"(the schema: {list(COLUMNS)})"
+            f"(the schema: {columns}, optionally {list(OPTIONAL)})"
         )
-    table = table[list(COLUMNS)].copy()
+    table = table[columns + [c for c in OPTIONAL if c in table.columns]].copy()
     table["time"] = _as_utc_times(table["time"], url)
-    if not np.issubdtype(table["location"].dtype, np.integer):
+    for column in ["value", "error_std", *positions]:
+        table[column] = _numbers(table[column], url, column)
+    if "qc" in table.columns:
+        table["qc"] = _numbers(table["qc"], url, "qc").fillna(0)
+    if not positions and not np.issubdtype(table["location"].dtype, np.integer):
         loc = pd.to_numeric(table["location"], errors="coerce")
         if loc.isna().any() or (loc % 1 != 0).any():
             raise ObservationError(
@@ -119,13 +141,38 @@ def read_observation_table(
     return table
 
 
+def _numbers(column: pd.Series, url: str, name: str) -> pd.Series:
+    """A numeric column (empty cells NaN, which QC flags); text that is not a number is an
+    error naming the file, the column and the first bad row."""
+    if pd.api.types.is_numeric_dtype(column):
+        return column.astype("float64")
+    numbers = pd.to_numeric(column, errors="coerce")
+    bad = numbers.isna() & column.notna() & (column.astype(str).str.strip() != "")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ObservationError(
+            f"observation file {url}: column {name!r} holds {column.iloc[row]!r} in row "
+            f"{row + 1}, not a number"
+        )
+    return numbers.astype("float64")
+
+
 @functools.lru_cache(maxsize=8)
-def _read_once(url: str, format, options_key: str, stamp):
+def _read_once(url: str, format, options_key: str, stamp, positions, default_error_std):
     del stamp  # part of the cache key only
-    return read_observation_table(url, format=format, storage_options=json.loads(options_key))
+    options = json.loads(options_key)
+    return read_observation_table(
+        url,
+        format=format,
+        storage_options=options,
+        positions=positions,
+        default_error_std=default_error_std,
+    )
 
 
-def cached_observation_table(url, *, format=None, storage_options=None) -> pd.DataFrame:
+def cached_observation_table(
+    url, *, format=None, storage_options=None, positions=(), default_error_std=None
+) -> pd.DataFrame:
     """`read_observation_table`, read once per version (modification time and size) of a
     local file; a remote one each time (its version is not known without reading it)."""
     url = str(url)
@@ -139,7 +186,7 @@ def cached_observation_table(url, *, format=None, storage_options=None) -> pd.Da
         stamp = (st.st_mtime_ns, st.st_size)
     else:
         _read_once.cache_clear()
-    return _read_once(url, format, options, stamp)
+    return _read_once(url, format, options, stamp, tuple(positions), default_error_std)
 
 
 def _table_from_xarray(url, fmt, storage_options):
@@ -190,6 +237,11 @@ class WindowObservations:
     mask: np.ndarray
     source: str
     content_hash: str
+    positions: np.ndarray | None = None
+    """`(W, m, d)` each observation's position (model coordinates; NaN in empty slots), for
+    observations at positions."""
+    flagged: np.ndarray | None = None
+    """`(W, m)` where the provider's `qc` column flagged the observation."""
 
     @property
     def n_obs(self) -> int:
@@ -198,6 +250,68 @@ class WindowObservations:
     @property
     def empty(self) -> bool:
         return self.n_obs == 0
+
+
+def _matches(table: pd.DataFrame, cycle_points, window_offsets_s, source: str):
+    """The rows of `table` valid at the window times of the cycles: `(n, W, rows, cells,
+    where)` with `rows[k]` a row (of `table`) valid at the flat `(cycle, window time)` index
+    `cells[k]` (a row at a shared window end matches twice)."""
+    points = pd.DatetimeIndex([parse_time(p) for p in np.atleast_1d(cycle_points)])
+    offsets = np.asarray(window_offsets_s, dtype="int64")
+    n, W = len(points), len(offsets)
+    seconds = points.to_numpy().astype("datetime64[s]").astype("int64")
+    grid = (seconds[:, None] + offsets[None, :]).ravel()  # (n·W,) window times in seconds
+    order = np.argsort(grid, kind="stable")
+    sorted_grid = grid[order]
+    where = f"{source or 'observations'}, cycles {iso(points[0])}…{iso(points[-1])}"
+    row_s = table["time"].to_numpy().astype("datetime64[s]").astype("int64")
+    inside = np.flatnonzero((row_s >= sorted_grid[0]) & (row_s <= sorted_grid[-1]))
+    lo = np.searchsorted(sorted_grid, row_s[inside], "left")
+    hi = np.searchsorted(sorted_grid, row_s[inside], "right")
+    if (hi == lo).any():
+        off = pd.Timestamp(row_s[inside][hi == lo][0], unit="s")
+        raise ObservationError(
+            f"{where}: observation at {iso(off)} falls between the window times "
+            f"(offsets {offsets.tolist()} s from each cycle point)"
+        )
+    count = hi - lo
+    rows = np.repeat(inside, count)
+    starts = np.repeat(lo, count)
+    within = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
+    return n, W, rows, order[starts + within], where
+
+
+def _window_arrays(table, n, W, m, rows, cells, slots, positions=()):
+    """`(values, error_std, mask, positions, flagged)` of `n` windows `(W, m)` with row
+    `rows[k]` of `table` at window cell `cells[k]`, slot `slots[k]`."""
+    flat = cells * m + slots
+    values, error_std = np.full((n, W, m), np.nan), np.full((n, W, m), np.nan)
+    mask = np.zeros((n, W, m), bool)
+    values.reshape(-1)[flat] = table["value"].to_numpy(dtype="float64")[rows]
+    error_std.reshape(-1)[flat] = table["error_std"].to_numpy(dtype="float64")[rows]
+    mask.reshape(-1)[flat] = True
+    where = None
+    if positions:
+        where = np.full((n, W, m, len(positions)), np.nan)
+        coords = table[list(positions)].to_numpy(dtype="float64")[rows]
+        where.reshape(-1, len(positions))[flat] = coords
+    flagged = None
+    if "qc" in table.columns:
+        flagged = np.zeros((n, W, m), bool)
+        flagged.reshape(-1)[flat] = table["qc"].to_numpy(dtype="float64")[rows] != 0
+    return values, error_std, mask, where, flagged
+
+
+def _windows(source, values, error_std, mask, positions, flagged):
+    out = []
+    for c in range(len(values)):
+        p = None if positions is None else positions[c]
+        f = None if flagged is None else flagged[c]
+        parts = [values[c], error_std[c], mask[c]] + [a for a in (p, f) if a is not None]
+        out.append(
+            WindowObservations(values[c], error_std[c], mask[c], source, content_hash(*parts), p, f)
+        )
+    return out
 
 
 def select_windows(
@@ -211,58 +325,56 @@ def select_windows(
     Rows between window times, at a location the layout lacks, or duplicated raise
     `ObservationError` naming them.
     """
-    points = pd.DatetimeIndex([parse_time(p) for p in np.atleast_1d(cycle_points)])
-    offsets = np.asarray(window_offsets_s, dtype="int64")
-    locations = np.asarray(locations, dtype="int64")
-    n, W, m = len(points), len(offsets), len(locations)
-    if n == 0:
+    if len(np.atleast_1d(cycle_points)) == 0:
         return []
-    seconds = points.to_numpy().astype("datetime64[s]").astype("int64")
-    grid = (seconds[:, None] + offsets[None, :]).ravel()  # (n·W,) window times in seconds
-    order = np.argsort(grid, kind="stable")
-    sorted_grid = grid[order]
-    where = f"{source or 'observations'}, cycles {iso(points[0])}…{iso(points[-1])}"
-    row_s = table["time"].to_numpy().astype("datetime64[s]").astype("int64")
-    inside = (row_s >= sorted_grid[0]) & (row_s <= sorted_grid[-1])
-    row_s = row_s[inside]
-    lo = np.searchsorted(sorted_grid, row_s, "left")
-    hi = np.searchsorted(sorted_grid, row_s, "right")
-    if (hi == lo).any():
-        off = pd.Timestamp(row_s[hi == lo][0], unit="s")
-        raise ObservationError(
-            f"{where}: observation at {iso(off)} falls between the window times "
-            f"(offsets {offsets.tolist()} s from each cycle point)"
-        )
-    l_index = pd.Index(locations).get_indexer(table["location"].to_numpy()[inside])
+    locations = np.asarray(locations, dtype="int64")
+    n, W, rows, cells, where = _matches(table, cycle_points, window_offsets_s, source)
+    l_index = pd.Index(locations).get_indexer(table["location"].to_numpy()[rows])
     if (l_index < 0).any():
-        bad = sorted(set(table["location"].to_numpy()[inside][l_index < 0].tolist()))[:10]
+        bad = sorted(set(table["location"].to_numpy()[rows][l_index < 0].tolist()))[:10]
         raise ObservationError(
             f"{where}: observations at locations {bad} that the observation layout "
             f"{locations.tolist()} lacks"
         )
-    # a row may sit at several window times (shared window ends): one copy per match
-    count = hi - lo
-    rows = np.repeat(np.arange(len(row_s)), count)
-    starts = np.repeat(lo, count)
-    within = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
-    flat = order[starts + within]  # position in the (n, W) grid
-    cell = flat * m + l_index[rows]
+    cell = cells * len(locations) + l_index
     if len(np.unique(cell)) != len(cell):
         raise ObservationError(f"{where}: duplicated observations (same time and location)")
-    values = np.full((n, W, m), np.nan)
-    error_std = np.full((n, W, m), np.nan)
-    mask = np.zeros((n, W, m), bool)
-    v = table["value"].to_numpy(dtype="float64")[inside][rows]
-    e = table["error_std"].to_numpy(dtype="float64")[inside][rows]
-    values.reshape(-1)[cell] = v
-    error_std.reshape(-1)[cell] = e
-    mask.reshape(-1)[cell] = True
-    return [
-        WindowObservations(
-            values[c], error_std[c], mask[c], source, content_hash(values[c], error_std[c], mask[c])
+    arrays = _window_arrays(table, n, W, len(locations), rows, cells, l_index)
+    return _windows(source, *arrays)
+
+
+def select_positioned_windows(
+    table: pd.DataFrame,
+    cycle_points,
+    window_offsets_s,
+    positions: tuple[str, ...],
+    capacity: int,
+    *,
+    source: str = "",
+) -> list[WindowObservations]:
+    """`select_windows` for observations that carry their positions (the columns
+    `positions`): at each window time the rows valid then fill the first of `capacity`
+    slots in the file's order, the rest is masked. More than `capacity` observations at
+    one time raises `ObservationError` naming the cycle, the time and the count."""
+    if len(np.atleast_1d(cycle_points)) == 0:
+        return []
+    n, W, rows, cells, _ = _matches(table, cycle_points, window_offsets_s, source)
+    order = np.argsort(cells, kind="stable")  # rows of one cell together, in file order
+    rows, cells = rows[order], cells[order]
+    first = np.searchsorted(cells, cells, "left")
+    slots = np.arange(len(cells)) - first
+    if len(slots) and slots.max() >= capacity:
+        k = int(np.argmax(slots))
+        cycle, time = divmod(int(cells[k]), W)
+        points = np.atleast_1d(cycle_points)
+        count = int(np.sum(cells == cells[k]))
+        raise ObservationError(
+            f"{source or 'observations'}, cycle {iso(parse_time(points[cycle]))}: {count} "
+            f"observations at window time {time} (offset {int(window_offsets_s[time])} s), "
+            f"more than observations.capacity {capacity}"
         )
-        for c in range(n)
-    ]
+    arrays = _window_arrays(table, n, W, capacity, rows, cells, slots, positions)
+    return _windows(source, *arrays)
 
 
 def select_window(
@@ -282,7 +394,8 @@ def read_window(
 
 def quality_control(obs: WindowObservations, *, valid_range=(-np.inf, np.inf)) -> np.ndarray:
     """Static QC flags `(W, m)` (`QC` names them): `missing`, `nonfinite` (value or error,
-    or an error that is not positive), `out_of_range` (outside `valid_range`); else `pass`.
+    or an error that is not positive), `flagged` (by the provider's `qc`), `out_of_range`
+    (outside `valid_range`); else `pass`.
     Only `pass` is assimilated. (The check against the background, `gross_error`, is the
     cycle's: `vardax_core.BackgroundCheck`.)"""
     y, sigma_o = obs.values, obs.error_std
@@ -292,6 +405,8 @@ def quality_control(obs: WindowObservations, *, valid_range=(-np.inf, np.inf)) -
         lo, hi = valid_range
         out_of_range = finite & ((y < lo) | (y > hi))
     flags[out_of_range] = QC.index("out_of_range")
+    if obs.flagged is not None:
+        flags[obs.mask & obs.flagged] = QC.index("flagged")
     flags[obs.mask & ~finite] = QC.index("nonfinite")
     flags[~obs.mask] = QC.index("missing")
     return flags

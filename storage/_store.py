@@ -307,8 +307,9 @@ class CycleStore:
         }
         if layout.lead_offsets_s:
             coords["lead_time"] = ("lead_time", pd.to_timedelta(layout.lead_offsets_s, unit="s"))
-        for dim, size in layout.state_dims:
-            coords[dim] = (dim, np.arange(size))
+        for k, (dim, size) in enumerate(layout.state_dims):
+            values = np.arange(size) if layout.state_coords is None else layout.state_coords[k]
+            coords[dim] = (dim, np.asarray(values))
         if layout.obs_points is not None:
             points = np.asarray(layout.obs_points)
             coords["obs_y"] = ("obs", points[:, 0], {"long_name": "observation y (grid cells)"})
@@ -324,6 +325,10 @@ class CycleStore:
             "flag_values": np.arange(len(QC), dtype="int8"),
             "flag_meanings": " ".join(QC),
         }
+        for dim in layout.obs_position_dims:
+            ds[f"obs_{dim}"].attrs = {
+                "long_name": f"observation position in {dim} (model coordinates; NaN: empty slot)"
+            }
         ds["obs_source"].attrs = {"long_name": "observation source of the cycle"}
         ds["obs_hash"].attrs = {"long_name": "sha256 of the cycle's observations"}
         ds["status_reason"].attrs = {

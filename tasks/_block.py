@@ -2,6 +2,7 @@
 `lax.scan` of `cycle_step`: the same numbers as cycle by cycle), persisted in one region
 write with a status per cycle."""
 
+import dataclasses
 import time
 
 import equinox as eqx
@@ -19,7 +20,7 @@ from ._record import cycle_fields, stack, verdict
 from ._restart import start_state
 from ._run import CycleHalted, Run
 
-_run_cycles = eqx.filter_jit(lambda core, x, y, m, n: vc.run_cycles(core, x, vc.ObsWindow(y, m), n))
+_run_cycles = eqx.filter_jit(vc.run_cycles)
 
 
 def padded_size(n: int, block: int) -> int:
@@ -30,14 +31,23 @@ def padded_size(n: int, block: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
-def block_rows(obs: list[Observations], size: int, window: int):
+def block_rows(exp, obs: list[Observations], size: int) -> vc.ObsWindow:
     """One row per model step (the first window's row 0, then rows 1…W of every window),
-    padded with windows without observations to `size` cycles: `(values, mask)`."""
-    values = np.concatenate([obs[0].values[:1]] + [o.values[1:] for o in obs])
-    mask = np.concatenate([obs[0].mask[:1]] + [o.mask[1:] for o in obs])
-    pad = (size - len(obs)) * window
-    values = np.concatenate([values, np.zeros((pad, values.shape[1]))])
-    return values, np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
+    padded with windows without observations to `size` cycles, as one `ObsWindow`."""
+
+    def rows(part: str, fill) -> np.ndarray:
+        arrays = [getattr(obs[0], part)[:1]] + [getattr(o, part)[1:] for o in obs]
+        pad = np.full(((size - len(obs)) * exp.window, *arrays[0].shape[1:]), fill)
+        return np.concatenate([*arrays, pad.astype(arrays[0].dtype)])
+
+    joined = dataclasses.replace(
+        obs[0],
+        values=rows("values", 0.0),
+        error_std=rows("error_std", 1.0),
+        mask=rows("mask", False),
+        positions=None if obs[0].positions is None else rows("positions", np.nan),
+    )
+    return joined.window(exp)
 
 
 @task(
@@ -54,15 +64,14 @@ def run_block(run: Run, first: storage.CyclePoint, n_cycles: int, cold: bool = F
     x_start, _ = start_state(exp, run.store, first, cold)
     obs = read_observations(exp, cycles)
     size = padded_size(n_cycles, exp.cfg.store.block)
-    values, mask = block_rows(obs, size, exp.window)
-    out = jax.device_get(_run_cycles(exp.core, x_start, values, mask, size))
+    out = jax.device_get(_run_cycles(exp.core, x_start, block_rows(exp, obs, size), size))
     timings = {"wall_time_forecast_s": np.nan, "wall_time_analysis_s": np.nan}
     timings["wall_time_cycle_s"] = (time.perf_counter() - t0) / n_cycles
     records, statuses = [], []
     for c in range(n_cycles):
         record = jax.tree_util.tree_map(lambda a, c=c: a[c], out)
         v = verdict(exp, obs[c], record)
-        records.append(cycle_fields(obs[c], record, v, timings))
+        records.append(cycle_fields(exp, obs[c], record, v, timings))
         statuses.append(v.status)
         if v.status == "failed":
             break

@@ -43,7 +43,7 @@ class Experiment:
 
     @property
     def tags(self) -> list[str]:
-        return [self.cfg.experiment, self.cfg.method.name, self.cfg.model.name]
+        return [self.cfg.experiment, self.cfg.method.label, self.cfg.model.label]
 
     @property
     def model(self) -> vc.AbstractForwardModel:
@@ -145,6 +145,8 @@ def build_experiment(cfg: configs.ExperimentConfig, source: str) -> Experiment:
         lead_offsets_s=tuple(k * step for k in cfg.cycling.lead_steps),
         obs_size=len(observing.locations),
         obs_points=None if observing.points is None else tuple(map(tuple, observing.points)),
+        obs_position_dims=observing.position_dims,
+        state_coords=_coords(model),
     )
     exp = Experiment(
         str(source), cfg, configs.identity_text(cfg), b, observing, parts, layout, axis, step
@@ -154,6 +156,14 @@ def build_experiment(cfg: configs.ExperimentConfig, source: str) -> Experiment:
     except storage.CheckpointError:  # valid, but not trained yet (simulate and train work)
         registry.build_oracle(b, parts, learned=True)
     return exp
+
+
+def _coords(model: vc.AbstractForwardModel):
+    """The model's coordinates for the store, when they are not its grid indices."""
+    coords = [np.asarray(model.state_coords[d], float) for d in model.state_dims]
+    if all(np.array_equal(c, np.arange(len(c))) for c in coords):
+        return None  # the default (stores made before coordinates existed compare equal)
+    return tuple(map(tuple, coords))
 
 
 def _cache(cfg: configs.ExperimentConfig):

@@ -27,7 +27,7 @@ def save(cfg: configs.ExperimentConfig, net, metrics: dict, config_path: str) ->
     url = checkpoint_url(cfg)
     metadata = {
         "experiment": cfg.experiment,
-        "method": cfg.method.name,
+        "method": cfg.method.label,
         "layout_hash": configs.layout_hash(cfg),
         "layout": configs.learned_layout(cfg),
         "config": config_path,
@@ -61,7 +61,7 @@ def load(cfg: configs.ExperimentConfig, config_path: str, like):
         payload, meta = storage.read_checkpoint(url, options)
     except storage.CheckpointError as err:
         raise storage.CheckpointError(
-            f"experiment {cfg.experiment}: method {cfg.method.name} needs a trained network: "
+            f"experiment {cfg.experiment}: method {cfg.method.label} needs a trained network: "
             f"{err}; {retrain}"
         ) from None
     expected = configs.layout_hash(cfg)

@@ -6,20 +6,23 @@ from dataclasses import dataclass
 import numpy as np
 
 import storage
+import vardax_core as vc
 
 from ._late import wait_for_file
 
 PASS = storage.QC.index("pass")
 MISSING = storage.QC.index("missing")
 GROSS = storage.QC.index("gross_error")
+OUTSIDE = storage.QC.index("outside_domain")
 
 
 @dataclass
 class Observations:
-    """A cycle's observations on the layout `(W+1, m)`: values, errors, the mask of what may
-    be assimilated (static QC passed; row 0 — the cycle point, assimilated by the previous
-    cycle — never), the static QC flags, and lineage; `reason`: why there is nothing to
-    assimilate, when there is not."""
+    """A cycle's observations on the layout `(W+1, m)`: values, each one's error, the mask
+    of what may be assimilated (static QC passed; row 0 — the cycle point, assimilated by
+    the previous cycle — never), the static QC flags, and lineage; `reason`: why there is
+    nothing to assimilate, when there is not; `positions` `(W+1, m, d)` for observations
+    that carry their positions (model coordinates)."""
 
     values: np.ndarray
     error_std: np.ndarray
@@ -28,6 +31,21 @@ class Observations:
     source: str
     content_hash: str
     reason: str = ""
+    positions: np.ndarray | None = None
+
+    def window(self, exp, mask=None) -> vc.ObsWindow:
+        """The `vardax_core.ObsWindow` of these observations (or of those in `mask`): `R`
+        from each observation's error, and at positions their interpolation operators."""
+        mask = self.mask if mask is None else np.asarray(mask, bool)
+        operator = None
+        if self.positions is not None:
+            operator = exp.observing.window_operator(self.positions)
+        return vc.ObsWindow(self.values, mask, self.error_std, operator)
+
+    def position_fields(self, exp) -> dict[str, np.ndarray]:
+        """The store's `obs_<dim>` of observations at positions (none otherwise)."""
+        dims = exp.observing.position_dims
+        return {f"obs_{d}": self.positions[..., k] for k, d in enumerate(dims)}
 
     @property
     def n_obs(self) -> int:
@@ -45,11 +63,20 @@ def _checked(exp, raw: storage.WindowObservations) -> Observations:
     """Static QC (missing, non-finite, out of range) and the assimilation mask."""
     qc = exp.cfg.observations.qc
     flags = storage.quality_control(raw, valid_range=qc.valid_range or (-np.inf, np.inf))
+    if raw.positions is not None:
+        flags[raw.mask & (flags == PASS) & ~exp.observing.inside(raw.positions)] = OUTSIDE
     mask = flags == PASS
     mask[0] = False
     reason = "" if mask.any() else f"no observations in the window in {raw.source}"
     return Observations(
-        raw.values, raw.error_std, mask, flags, raw.source, raw.content_hash, reason
+        raw.values,
+        raw.error_std,
+        mask,
+        flags,
+        raw.source,
+        raw.content_hash,
+        reason,
+        raw.positions,
     )
 
 
@@ -57,9 +84,10 @@ def _none(exp, source: str, reason: str) -> Observations:
     shape = (len(exp.layout.window_offsets_s), exp.layout.obs_size)
     nan, nothing = np.full(shape, np.nan), np.zeros(shape, bool)
     digest = storage.content_hash(nan, nan, nothing)
-    return Observations(
-        nan, nan.copy(), nothing, np.full(shape, MISSING, "int8"), source, digest, reason
-    )
+    dims = exp.observing.position_dims
+    positions = np.full((*shape, len(dims)), np.nan) if dims else None
+    flags = np.full(shape, MISSING, "int8")
+    return Observations(nan, nan.copy(), nothing, flags, source, digest, reason, positions)
 
 
 def _late(exp, cycle: storage.CyclePoint, reason: str, url: str) -> Observations:
@@ -72,14 +100,11 @@ def _late(exp, cycle: storage.CyclePoint, reason: str, url: str) -> Observations
 
 def read_observations(exp, cycles: list[storage.CyclePoint]) -> list[Observations]:
     """The observations of consecutive cycles (one read per distinct file)."""
-    offsets, locations = exp.layout.window_offsets_s, exp.observing.locations
     if "{cycle_id}" not in exp.obs_url:
         if exp.cfg.observations.cutoff and len(cycles) == 1:
             if reason := wait_for_file(exp, exp.obs_url, cycles[0]):
                 return [_late(exp, cycles[0], reason, exp.obs_url)]
-        table = _table(exp, exp.obs_url)
-        times = [c.time for c in cycles]
-        raws = storage.select_windows(table, times, offsets, locations, source=exp.obs_url)
+        raws = _select(exp, _table(exp, exp.obs_url), cycles, exp.obs_url)
         return [_checked(exp, raw) for raw in raws]
     out = []
     for cycle in cycles:
@@ -87,16 +112,28 @@ def read_observations(exp, cycles: list[storage.CyclePoint]) -> list[Observation
         if reason := wait_for_file(exp, url, cycle):
             out.append(_late(exp, cycle, reason, url))
             continue
-        raw = storage.select_window(_table(exp, url), cycle.time, offsets, locations, source=url)
-        out.append(_checked(exp, raw))
+        out.append(_checked(exp, _select(exp, _table(exp, url), [cycle], url)[0]))
     return out
+
+
+def _select(exp, table, cycles: list[storage.CyclePoint], url: str):
+    """The windows of `cycles` in `table`: on the layout's locations, or by position."""
+    offsets, times = exp.layout.window_offsets_s, [c.time for c in cycles]
+    if exp.observing.position_dims:
+        dims, capacity = exp.observing.position_dims, exp.cfg.observations.capacity
+        return storage.select_positioned_windows(table, times, offsets, dims, capacity, source=url)
+    return storage.select_windows(table, times, offsets, exp.observing.locations, source=url)
 
 
 def _table(exp, url: str):
     o = exp.cfg.observations
     try:
         return storage.cached_observation_table(
-            url, format=o.format, storage_options=o.storage_options
+            url,
+            format=o.format,
+            storage_options=o.storage_options,
+            positions=exp.observing.position_dims,
+            default_error_std=o.error_std,
         )
     except storage.ObservationError as err:
         if exp.cfg.observations.simulated and "not found" in str(err):

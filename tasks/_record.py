@@ -84,7 +84,7 @@ def _gate_fields(report: vc.GateReport | None, n_obs: int) -> dict:
 
 
 def cycle_fields(
-    obs: Observations, record: vc.CycleRecord, v: Verdict, timings: dict
+    exp, obs: Observations, record: vc.CycleRecord, v: Verdict, timings: dict
 ) -> dict[str, np.ndarray]:
     """The store variables of one cycle (states flat; `Experiment.fields` shapes them)."""
     used = np.asarray(record.obs_mask, bool)
@@ -107,6 +107,8 @@ def cycle_fields(
         **_analysis_fields(record.analysis, n_obs),
         **timings,
     }
+    if obs.positions is not None:
+        data |= obs.position_fields(exp)
     if np.shape(record.forecast)[0]:
         data["forecast"] = record.forecast
     return data

@@ -33,8 +33,8 @@ from ._run import Run
 
 _TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 _forecast = eqx.filter_jit(lambda core, x: core.forecast(x))
-_assimilate = eqx.filter_jit(lambda core, xb, y, m: core.assimilate(xb, vc.ObsWindow(y, m)))
-_judge = eqx.filter_jit(lambda core, xb, a, y, m: core.judge(xb, a, vc.ObsWindow(y, m)))
+_assimilate = eqx.filter_jit(lambda core, xb, obs: core.assimilate(xb, obs))
+_judge = eqx.filter_jit(lambda core, xb, a, obs: core.judge(xb, a, obs))
 _product = eqx.filter_jit(lambda core, accepted: core.product(accepted))
 
 
@@ -92,13 +92,13 @@ def analyse(run: Run, cycle, background: Background, obs: Observations) -> Analy
     if obs.n_obs == 0:
         return Analysed(None, obs.mask, 0.0)
     t0 = time.perf_counter()
-    analysis, used = _assimilate(run.exp.core, background.trajectory, obs.values, obs.mask)
+    analysis, used = _assimilate(run.exp.core, background.trajectory, obs.window(run.exp))
     analysis, used_mask = jax.device_get((analysis, used.mask))
     code = int(vc.result_code(analysis.result))
     run_logger().info(
         "%s: %s, cost %.4g → %.4g in %d iterations (result %s)",
         cycle,
-        run.exp.cfg.method.name,
+        run.exp.cfg.method.label,
         float(analysis.cost_before),
         float(analysis.cost_after),
         int(analysis.iterations),
@@ -114,7 +114,8 @@ def gate(run: Run, cycle, background: Background, obs: Observations, analysed: A
     if analysed.analysis is None:
         report, accepted, handed_on = None, xb, vc.HANDED_ON.index("background")
     else:
-        out = _judge(core, xb, analysed.analysis, obs.values, analysed.used_mask)
+        used = obs.window(run.exp, analysed.used_mask)
+        out = _judge(core, xb, analysed.analysis, used)
         report, accepted, handed_on = jax.device_get(out)
     v = verdict(run.exp, obs, _record(background, analysed, report, accepted, handed_on))
     log = run_logger()
@@ -143,7 +144,7 @@ def persist(
     record = _record(
         background, analysed, judged.report, judged.accepted, judged.handed_on, product
     )
-    data = cycle_fields(obs, record, v, timings)
+    data = cycle_fields(run.exp, obs, record, v, timings)
     run.store.write_cycle(cycle.time, run.exp.fields(data), v.status)
     return data
 

@@ -39,7 +39,7 @@ def train_network(exp, windows: dict, report: Callable[[dict], None]):
     run_logger().info(
         "%s: training %s (%d parameters) for %d steps on %d windows",
         exp.name,
-        exp.cfg.method.name,
+        exp.cfg.method.label,
         learned.parameter_count(net),
         t.steps,
         t.n_train,

@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _members(union) -> set[type]:
-    return set(typing.get_args(typing.get_args(union)[0]))
+    """The config classes of a union (a member may be `Annotated` with its tag)."""
+    members = typing.get_args(typing.get_args(union)[0])
+    return {
+        typing.get_args(m)[0] if typing.get_origin(m) is typing.Annotated else m for m in members
+    }
 
 
 def test_every_config_class_has_its_registry_entry():

@@ -13,7 +13,9 @@ from ._analysis import AnalysisResult as AnalysisResult
 from ._analysis import ObsWindow as ObsWindow
 from ._analysis import innovation_operators as innovation_operators
 from ._analysis import innovation_solver as innovation_solver
+from ._analysis import map_times as map_times
 from ._analysis import obs_cost as obs_cost
+from ._analysis import predicted_obs as predicted_obs
 from ._analysis import prior_cost as prior_cost
 from ._analysis import result_code as result_code
 from ._analysis import result_message as result_message
@@ -48,6 +50,7 @@ from ._dynamics import Diffrax as Diffrax
 from ._dynamics import Lorenz63 as Lorenz63
 from ._dynamics import Lorenz96 as Lorenz96
 from ._dynamics import Lorenz96TwoLevel as Lorenz96TwoLevel
+from ._dynamics import VectorFieldModel as VectorFieldModel
 from ._gates import GATE_CHECKS as GATE_CHECKS
 from ._gates import Gate as Gate
 from ._gates import GateReport as GateReport
@@ -83,10 +86,13 @@ from ._metrics import rmse_t as rmse_t
 from ._metrics import window_end_scores as window_end_scores
 from ._obs import AbstractObsOperator as AbstractObsOperator
 from ._obs import BilinearObs as BilinearObs
+from ._obs import FunctionObs as FunctionObs
+from ._obs import InterpolationObs as InterpolationObs
 from ._obs import LinearObs as LinearObs
 from ._obs import NonlinearObs as NonlinearObs
 from ._obs import SubsetObs as SubsetObs
 from ._obs import gridded_points as gridded_points
+from ._obs import interpolation_weights as interpolation_weights
 from ._obs import station_points as station_points
 from ._obs import swath_points as swath_points
 from ._obs import swath_schedule as swath_schedule

@@ -89,12 +89,23 @@ class ObsWindow(eqx.Module):
     - `values`: `(T+1, m)`; row `k` is valid at window time `k·dt` (row 0 = window start).
       Entries where `mask` is false are ignored (they may be NaN).
     - `mask`: `(T+1, m)` booleans, true where an observation exists.
+    - `error_std`: `(T+1, m)` each observation's error standard deviation, so that `R` at
+      each time is `diag(error_std²)`; `None` (default): the method's own `obs_cov`.
+    - `operator`: the window's own observation operators, one per window time, as one
+      operator whose array leaves have the `T+1` window times as their leading axis
+      (observations at positions that change from time to time, `InterpolationObs.at`);
+      `None` (default): the method's own `obs_operator` at every time.
+
+    Every array leaf of an `ObsWindow` has the window's time as its leading axis, so a
+    slice of rows (`rows`) is a window too. `map_times` applies `H_t` and `R_t`.
     """
 
     values: jax.Array
     mask: jax.Array
+    error_std: jax.Array | None = None
+    operator: AbstractObsOperator | None = None
 
-    def __init__(self, values, mask=None):
+    def __init__(self, values, mask=None, error_std=None, operator=None):
         values = jnp.asarray(values)
         mask = jnp.isfinite(values) if mask is None else jnp.asarray(mask).astype(bool)
         if values.ndim != 2:
@@ -103,8 +114,26 @@ class ObsWindow(eqx.Module):
             raise ValueError(
                 f"ObsWindow: mask shape {mask.shape} does not match values shape {values.shape}"
             )
+        if error_std is not None:
+            error_std = jnp.asarray(error_std, values.dtype)
+            if error_std.shape != values.shape:
+                raise ValueError(
+                    f"ObsWindow: error_std shape {error_std.shape} does not match values "
+                    f"shape {values.shape}"
+                )
+            # an entry that is not assimilated has a harmless error (1), never NaN or 0
+            error_std = jnp.where(mask, error_std, 1.0)
+        if operator is not None:
+            leaves = jax.tree_util.tree_leaves(eqx.filter(operator, eqx.is_array))
+            if any(jnp.ndim(a) < 1 or jnp.shape(a)[0] != values.shape[0] for a in leaves):
+                raise ValueError(
+                    "ObsWindow: operator must be batched over the window's "
+                    f"{values.shape[0]} times (each array leaf's leading axis)"
+                )
         self.mask = mask
         self.values = jnp.where(mask, values, 0.0)
+        self.error_std = error_std
+        self.operator = operator
 
     @property
     def n_times(self) -> int:
@@ -113,6 +142,36 @@ class ObsWindow(eqx.Module):
     @property
     def obs_size(self) -> int:
         return self.values.shape[-1]
+
+    def rows(self, start, length: int) -> "ObsWindow":
+        """The window of rows `start … start + length − 1` (`start` may be traced)."""
+        return jax.tree_util.tree_map(
+            lambda a: jax.lax.dynamic_slice_in_dim(a, start, length) if eqx.is_array(a) else a,
+            self,
+        )
+
+
+def map_times(fn, obs: ObsWindow, obs_operator: AbstractObsOperator, obs_cov, *per_time):
+    """`fn(H_t, R_t, *args_t)` at every window time, vectorised: `H_t` is the window's own
+    operator at time `t` (`obs.operator`) or else `obs_operator`; `R_t` is
+    `diag(obs.error_std[t]²)` when the window carries its errors, else `obs_cov`; each of
+    `per_time` is an array with the window times as its leading axis."""
+    from ._cov import DiagonalCovariance
+
+    H, h_axis = (obs_operator, None) if obs.operator is None else (obs.operator, 0)
+    sigma, s_axis = (None, None) if obs.error_std is None else (obs.error_std, 0)
+
+    def at_time(H_t, sigma_t, *args):
+        R_t = obs_cov if sigma_t is None else DiagonalCovariance(sigma_t**2)
+        return fn(H_t, R_t, *args)
+
+    in_axes = (h_axis, s_axis) + (0,) * len(per_time)
+    return jax.vmap(at_time, in_axes=in_axes)(H, sigma, *per_time)
+
+
+def predicted_obs(obs_operator: AbstractObsOperator, states, obs: ObsWindow) -> jax.Array:
+    """`H_t(x_t)` at every window time `(T+1, m)` (the window's operators, if it has them)."""
+    return map_times(lambda H, R, x: H(x), obs, obs_operator, None, states)
 
 
 class Analysis(eqx.Module):
@@ -147,10 +206,13 @@ class Analysis(eqx.Module):
 def obs_cost(
     obs_operator: AbstractObsOperator, obs_cov: AbstractCovariance, states, obs: ObsWindow
 ) -> jax.Array:
-    """$\\tfrac12 \\sum_t \\|y_t − H(x_t)\\|^2_{R^{-1}}$ over the observed entries."""
-    predicted = jax.vmap(obs_operator)(states)
-    innovation = jnp.where(obs.mask, obs.values - predicted, 0.0)
-    return 0.5 * jnp.sum(jax.vmap(obs_cov.masked_inv_quad)(innovation, obs.mask))
+    """$\\tfrac12 \\sum_t \\|y_t − H_t(x_t)\\|^2_{R_t^{-1}}$ over the observed entries."""
+
+    def at_time(H, R, x, y, mask):
+        return R.masked_inv_quad(jnp.where(mask, y - H(x), 0.0), mask)
+
+    costs = map_times(at_time, obs, obs_operator, obs_cov, states, obs.values, obs.mask)
+    return 0.5 * jnp.sum(costs)
 
 
 def innovation_operators(

@@ -14,7 +14,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._analysis import AbstractAnalysisMethod, Analysis, ObsWindow
+from ._analysis import AbstractAnalysisMethod, Analysis, ObsWindow, predicted_obs
 from ._dynamics import AbstractForwardModel
 from ._gates import Gate, GateReport
 from ._metrics import rmse_t
@@ -28,7 +28,8 @@ in place of a rejected learned one."""
 
 class BackgroundCheck(eqx.Module):
     """The first-guess check of quality control: an observation is rejected when
-    $|y − H(x_b)| > k\\sqrt{σ_o^2 + σ_b^2}$ (a gross error against the background).
+    $|y − H(x_b)| > k\\sqrt{σ_o^2 + σ_b^2}$ (a gross error against the background), with
+    `σ_o` each observation's own error when the window carries them (else `obs_std`).
 
     `check(background, obs) -> ObsWindow` with the rejected entries masked out. A
     non-finite background rejects every observation.
@@ -40,10 +41,11 @@ class BackgroundCheck(eqx.Module):
     k: float = 5.0
 
     def __call__(self, background, obs: ObsWindow) -> ObsWindow:
-        predicted = jax.vmap(self.obs_operator)(background)
-        bound = self.k * jnp.sqrt(self.obs_std**2 + self.background_std**2)
+        predicted = predicted_obs(self.obs_operator, background, obs)
+        sigma_o = self.obs_std if obs.error_std is None else obs.error_std
+        bound = self.k * jnp.sqrt(sigma_o**2 + self.background_std**2)
         ok = jnp.abs(obs.values - predicted) <= bound  # False for NaN
-        return ObsWindow(obs.values, obs.mask & ok)
+        return eqx.tree_at(lambda o: o.mask, obs, obs.mask & ok)
 
 
 def accepted_trajectory(background, analysis: Analysis, obs: ObsWindow, report=None):
@@ -182,9 +184,9 @@ def run_cycles(
     cycle.model.check_state(jnp.asarray(first_background), "first_background")
 
     def one(x_start, c):
-        rows = jax.lax.dynamic_slice_in_dim(obs.values, c * shift, window + 1)
-        mask = jax.lax.dynamic_slice_in_dim(obs.mask, c * shift, window + 1).at[0].set(False)
-        record = cycle_step(cycle, x_start, ObsWindow(rows, mask))
+        rows = obs.rows(c * shift, window + 1)
+        rows = eqx.tree_at(lambda o: o.mask, rows, rows.mask.at[0].set(False))
+        record = cycle_step(cycle, x_start, rows)
         return record.accepted[shift], record
 
     _, records = jax.lax.scan(one, jnp.asarray(first_background), jnp.arange(n_cycles))

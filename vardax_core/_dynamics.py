@@ -13,6 +13,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._types import State, Trajectory
 
@@ -117,6 +118,14 @@ class AbstractForwardModel(eqx.Module):
     def state_dims(self) -> tuple[str, ...]:
         """Names of the state's dimensions, one per axis of `state_shape`."""
         return ("state",)
+
+    @property
+    def state_coords(self) -> dict[str, np.ndarray]:
+        """The coordinate of each state dimension (default: grid indices `0…size−1`): the
+        store's coordinates, and the units in which observations give their positions.
+        Positions are interpolated on this grid, which must be evenly spaced."""
+        dims = zip(self.state_dims, self.state_shape, strict=True)
+        return {d: np.arange(s, dtype=float) for d, s in dims}
 
     @abc.abstractmethod
     def vector_field(self, x: State) -> State:
@@ -268,3 +277,46 @@ class Lorenz96TwoLevel(AbstractForwardModel):
         y_adv = -self.c * self.b * jnp.roll(y, -1) * (jnp.roll(y, -2) - jnp.roll(y, 1))
         dy = y_adv - self.c * y + coupling * jnp.repeat(x, self.J)
         return jnp.concatenate([dx, dy])
+
+
+class VectorFieldModel(AbstractForwardModel):
+    """A model from a plain vector field `f(x) -> dx/dt` (any JAX-traceable function of a
+    state of `n` components), stepped every `dt` by `integrator`: how a model of one's own
+    joins the pipeline without subclassing. `dims` names its one dimension; `ring` says it
+    is a homogeneous periodic ring (stationary covariances are circulant on it, positions
+    wrap around)."""
+
+    f: VectorField
+    n: int = eqx.field(static=True)
+    dt: float
+    integrator: AbstractIntegrator = RK4()
+    dims: tuple[str, ...] = eqx.field(static=True, default=("state",), converter=tuple)
+    ring: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        if self.n < 1:
+            raise ValueError(f"VectorFieldModel: n must be >= 1, got {self.n}")
+        if len(self.dims) != 1:
+            raise ValueError(f"VectorFieldModel: dims names the one dimension, got {self.dims}")
+        out = jax.eval_shape(self.f, jax.ShapeDtypeStruct((self.n,), jnp.result_type(float)))
+        if getattr(out, "shape", None) != (self.n,):
+            got = getattr(out, "shape", type(out).__name__)
+            raise ValueError(
+                f"the vector field returns {got} for a state of shape ({self.n},): it must "
+                f"return dx/dt of the same shape"
+            )
+
+    @property
+    def periodic(self) -> bool:  # type: ignore[override]
+        return self.ring
+
+    @property
+    def state_size(self) -> int:
+        return self.n
+
+    @property
+    def state_dims(self) -> tuple[str, ...]:
+        return self.dims
+
+    def vector_field(self, x):
+        return self.f(x)

@@ -19,6 +19,7 @@ from ._analysis import (
     ObsWindow,
     innovation_operators,
     innovation_solver,
+    map_times,
 )
 from ._cov import AbstractCovariance
 from ._obs import AbstractObsOperator
@@ -122,16 +123,18 @@ class Gate(eqx.Module):
             **kwargs,
         )
 
-    def _quadratic(self, xb, y, mask):
-        _, _, _, S = innovation_operators(self.obs_operator, self.prior_cov, self.obs_cov, xb, mask)
-        d = jnp.where(mask, y - self.obs_operator(xb), 0.0)
-        solver = innovation_solver(self.prior_cov, self.obs_operator.obs_size)
+    def _quadratic(self, obs_operator, obs_cov, xb, y, mask):
+        _, _, _, S = innovation_operators(obs_operator, self.prior_cov, obs_cov, xb, mask)
+        d = jnp.where(mask, y - obs_operator(xb), 0.0)
+        solver = innovation_solver(self.prior_cov, obs_operator.obs_size)
         return jnp.vdot(d, lx.linear_solve(S, d, solver, throw=False).value), jnp.sum(d)
 
     def __call__(self, background, analysis: Analysis, obs: ObsWindow) -> GateReport:
         background_finite = jnp.all(jnp.isfinite(background))
         xb = jnp.where(background_finite, background, 0.0)
-        q, d_sum = jax.vmap(self._quadratic)(xb, obs.values, obs.mask)
+        q, d_sum = map_times(
+            self._quadratic, obs, self.obs_operator, self.obs_cov, xb, obs.values, obs.mask
+        )
         n_obs = jnp.sum(obs.mask)
         chi2_dof = jnp.where(n_obs > 0, jnp.sum(q) / jnp.maximum(n_obs, 1), jnp.nan)
         sigma_b = jnp.sqrt(self.prior_cov.diagonal())

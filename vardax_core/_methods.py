@@ -4,6 +4,7 @@ Every variational method works on the control variable `χ` of the control-varia
 transform `x = x_b + L χ` with `B = L Lᵀ`, so its prior term is `½|χ|²`.
 """
 
+import functools
 from typing import ClassVar
 
 import diffrax as dfx
@@ -20,7 +21,9 @@ from ._analysis import (
     _from_lineax,
     _from_optx,
     innovation_operators,
+    map_times,
     obs_cost,
+    predicted_obs,
 )
 from ._cov import AbstractCovariance
 from ._dynamics import AbstractForwardModel, Diffrax
@@ -70,22 +73,25 @@ class OptimalInterpolation(AbstractAnalysisMethod):
     def state_size(self):
         return self.prior_cov.size
 
-    def _cost(self, xb, x, y, mask):
-        innovation = jnp.where(mask, y - self.obs_operator(x), 0.0)
-        return 0.5 * self.prior_cov.inv_quad(x - xb) + 0.5 * self.obs_cov.masked_inv_quad(
+    def _cost(self, obs_operator, obs_cov, xb, x, y, mask):
+        innovation = jnp.where(mask, y - obs_operator(x), 0.0)
+        return 0.5 * self.prior_cov.inv_quad(x - xb) + 0.5 * obs_cov.masked_inv_quad(
             innovation, mask
         )
 
-    def _blue(self, xb, y, mask):
-        H, B, M, S = innovation_operators(self.obs_operator, self.prior_cov, self.obs_cov, xb, mask)
-        innovation = jnp.where(mask, y - self.obs_operator(xb), 0.0)
+    def _blue(self, obs_operator, obs_cov, xb, y, mask):
+        H, B, M, S = innovation_operators(obs_operator, self.prior_cov, obs_cov, xb, mask)
+        innovation = jnp.where(mask, y - obs_operator(xb), 0.0)
         solution = lx.linear_solve(S, innovation, self.linear_solver, throw=False)
         xa = xb + B.mv(H.T.mv(M.mv(solution.value)))
         result = _from_lineax(solution.result)
-        return xa, self._cost(xb, xb, y, mask), self._cost(xb, xa, y, mask), result
+        cost = functools.partial(self._cost, obs_operator, obs_cov, xb)
+        return xa, cost(xb, y, mask), cost(xa, y, mask), result
 
     def _analyse(self, background, obs):
-        xa, before, after, results = jax.vmap(self._blue)(background, obs.values, obs.mask)
+        xa, before, after, results = map_times(
+            self._blue, obs, self.obs_operator, self.obs_cov, background, obs.values, obs.mask
+        )
         return Analysis(
             trajectory=xa,
             cost_before=jnp.sum(before),
@@ -117,12 +123,10 @@ class ThreeDVar(AbstractAnalysisMethod):
     def state_size(self):
         return self.prior_cov.size
 
-    def _single(self, xb, y, mask):
+    def _single(self, obs_operator, obs_cov, xb, y, mask):
         def cost(chi, _):
-            innovation = jnp.where(
-                mask, y - self.obs_operator(xb + self.prior_cov.sqrt_mv(chi)), 0.0
-            )
-            return 0.5 * jnp.vdot(chi, chi) + 0.5 * self.obs_cov.masked_inv_quad(innovation, mask)
+            innovation = jnp.where(mask, y - obs_operator(xb + self.prior_cov.sqrt_mv(chi)), 0.0)
+            return 0.5 * jnp.vdot(chi, chi) + 0.5 * obs_cov.masked_inv_quad(innovation, mask)
 
         chi0 = jnp.zeros_like(xb)
         sol = optx.minimise(cost, self.minimiser, chi0, max_steps=self.max_steps, throw=False)
@@ -136,7 +140,9 @@ class ThreeDVar(AbstractAnalysisMethod):
         )
 
     def _analyse(self, background, obs):
-        xa, before, after, steps, results = jax.vmap(self._single)(background, obs.values, obs.mask)
+        xa, before, after, steps, results = map_times(
+            self._single, obs, self.obs_operator, self.obs_cov, background, obs.values, obs.mask
+        )
         return Analysis(
             trajectory=xa,
             cost_before=jnp.sum(before),
@@ -214,10 +220,12 @@ class StrongFourDVar(_AbstractFourDVar):
         def trajectory(chi):
             return model.rollout(xb + self.prior_cov.sqrt_mv(chi), n_steps)
 
+        def whitened(H, R, x, y, mask):
+            return R.masked_whiten(jnp.where(mask, y - H(x), 0.0), mask)
+
         def residuals(chi, _):
-            predicted = jax.vmap(self.obs_operator)(trajectory(chi))
-            innovation = jnp.where(obs.mask, obs.values - predicted, 0.0)
-            return chi, jax.vmap(self.obs_cov.masked_whiten)(innovation, obs.mask)
+            args = (trajectory(chi), obs.values, obs.mask)
+            return chi, map_times(whitened, obs, self.obs_operator, self.obs_cov, *args)
 
         def cost(chi, _):
             return 0.5 * sum(jnp.vdot(r, r) for r in residuals(chi, None))
@@ -360,7 +368,7 @@ class IncrementalFourDVar(_AbstractFourDVar):
         L = self.prior_cov
 
         def predict(x0):
-            return jax.vmap(self.obs_operator)(self.model.rollout(x0, n_steps))
+            return predicted_obs(self.obs_operator, self.model.rollout(x0, n_steps), obs)
 
         def cost(chi):
             x0 = xb + L.sqrt_mv(chi)
@@ -369,7 +377,8 @@ class IncrementalFourDVar(_AbstractFourDVar):
             )
 
         def r_inv(v):
-            return jax.vmap(self.obs_cov.masked_solve)(v, obs.mask)
+            solve = lambda H, R, v_t, mask: R.masked_solve(v_t, mask)  # noqa: E731
+            return map_times(solve, obs, self.obs_operator, self.obs_cov, v, obs.mask)
 
         def outer(carry):
             k, chi, j, _, failed = carry

@@ -68,6 +68,41 @@ class LinearObs(AbstractObsOperator):
         return self.operator
 
 
+class FunctionObs(AbstractObsOperator):
+    """`H(x) = h(x)` for a plain JAX-traceable function `h` of a state of size `n` returning
+    `m` observations: how an operator of one's own joins without subclassing (`linear`:
+    declare `h` linear, for OI; its Jacobian comes from JAX either way)."""
+
+    h: Callable[[jax.Array], jax.Array]
+    n: int = eqx.field(static=True)
+    m: int = eqx.field(static=True)
+    linear: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        out = jax.eval_shape(self.h, jax.ShapeDtypeStruct((self.n,), jnp.result_type(float)))
+        if getattr(out, "shape", None) != (self.m,):
+            got = getattr(out, "shape", type(out).__name__)
+            raise ValueError(
+                f"the observation function returns {got} for a state of shape ({self.n},), "
+                f"expected ({self.m},)"
+            )
+
+    @property
+    def is_linear(self) -> bool:  # type: ignore[override]
+        return self.linear
+
+    @property
+    def state_size(self):
+        return self.n
+
+    @property
+    def obs_size(self):
+        return self.m
+
+    def __call__(self, x):
+        return self.h(x)
+
+
 def _indices(i) -> tuple[int, ...]:
     return tuple(int(k) for k in i)
 
@@ -125,10 +160,85 @@ class NonlinearObs(_AbstractIndexedObs):
         return self.transform(self._select(x))
 
 
+def interpolation_weights(positions, shape, periodic: bool = True):
+    """Linear (1-D) or bilinear (2-D) interpolation on a regular grid of `shape` at
+    `positions` `(…, m, d)` in grid units (`d = len(shape)`): **returns** `(corners,
+    weights)`, each `(…, m, 2^d)`, the flat indices of the surrounding grid points and their
+    weights. On a periodic grid positions wrap around; otherwise they must lie inside it
+    (`ValueError`)."""
+    shape = tuple(int(s) for s in shape)
+    pts = np.asarray(positions, dtype=np.float64)
+    d = len(shape)
+    if d not in (1, 2) or pts.ndim < 2 or pts.shape[-1] != d:
+        raise ValueError(
+            f"interpolation: positions must be (…, m, {d}) for a grid of shape {shape}, "
+            f"got {pts.shape}"
+        )
+    if not np.all(np.isfinite(pts)):
+        raise ValueError("interpolation: positions has non-finite coordinates")
+    size = np.asarray(shape, dtype=np.float64)
+    if periodic:
+        pts = np.mod(pts, size)
+    elif np.any(pts < 0) or np.any(pts > size - 1):
+        raise ValueError(
+            f"interpolation: positions outside the grid [0, n − 1] per axis of {shape}"
+        )
+    lo = np.floor(pts).astype(np.int64)
+    frac = pts - lo
+    hi = (lo + 1) % size.astype(np.int64) if periodic else np.minimum(lo + 1, size.astype(int) - 1)
+    corners, weights = [], []
+    for corner in np.ndindex(*(2,) * d):  # (0,), (1,) or (0,0), (0,1), (1,0), (1,1)
+        index = np.zeros(pts.shape[:-1], np.int64)
+        weight = np.ones(pts.shape[:-1])
+        for axis, upper in enumerate(corner):
+            i = hi[..., axis] if upper else lo[..., axis]
+            index = index * shape[axis] + i
+            weight = weight * (frac[..., axis] if upper else 1.0 - frac[..., axis])
+        corners.append(index)
+        weights.append(weight)
+    return np.stack(corners, axis=-1), np.stack(weights, axis=-1)
+
+
+class InterpolationObs(AbstractObsOperator):
+    """Observes a field on a regular grid of `shape` (a ring or line `(n,)`, a plane
+    `(ny, nx)`; the state flattened row-major) at positions in grid units, by linear or
+    bilinear interpolation: `H x = Σ_k w_k x[i_k]`. Linear; at whole-number positions it
+    picks grid values.
+
+    `InterpolationObs.at(positions, shape)` builds it; with positions `(T, m, d)` it is
+    the window's operators, one per time (`ObsWindow(operator=…)`).
+    """
+
+    is_linear: ClassVar[bool] = True
+    shape: tuple[int, ...] = eqx.field(static=True)
+    corners: jax.Array  # (…, m, 2^d) flat indices
+    weights: jax.Array  # (…, m, 2^d)
+
+    @classmethod
+    def at(cls, positions, shape, periodic: bool = True) -> "InterpolationObs":
+        corners, weights = interpolation_weights(positions, shape, periodic)
+        return cls(tuple(int(s) for s in shape), jnp.asarray(corners), jnp.asarray(weights))
+
+    @property
+    def state_size(self):
+        return int(np.prod(self.shape))
+
+    @property
+    def obs_size(self):
+        return self.corners.shape[-2]
+
+    def __call__(self, x):
+        return jnp.sum(x[self.corners] * self.weights.astype(x.dtype), axis=-1)
+
+    def linearise(self, x):
+        return lx.FunctionLinearOperator(self, jax.ShapeDtypeStruct(x.shape, x.dtype))
+
+
 class BilinearObs(AbstractObsOperator):
     """Observes a 2-D periodic field (flattened row-major, `shape = (ny, nx)`) at points
     `(y, x)` in grid units, by bilinear interpolation between the four surrounding grid
-    points: `H x = Σ w_k x[i_k]`. Linear; at whole-number points it picks grid values.
+    points (`InterpolationObs` at fixed points, which it keeps as `points`). Linear; at
+    whole-number points it picks grid values.
     """
 
     is_linear: ClassVar[bool] = True
@@ -144,18 +254,11 @@ class BilinearObs(AbstractObsOperator):
             raise ValueError(f"BilinearObs: points must be (m, 2) (y, x) pairs, got {pts.shape}")
         if not np.all(np.isfinite(pts)):
             raise ValueError("BilinearObs: points has non-finite coordinates")
-        pts = np.mod(pts, [ny, nx])
-        i0, j0 = np.floor(pts[:, 0]).astype(int), np.floor(pts[:, 1]).astype(int)
-        wy, wx = pts[:, 0] - i0, pts[:, 1] - j0
-        i1, j1 = (i0 + 1) % ny, (j0 + 1) % nx
+        corners, weights = interpolation_weights(pts, (ny, nx))
         self.shape = (ny, nx)
-        self.points = jnp.asarray(pts)
-        self._corners = jnp.asarray(
-            np.stack([i0 * nx + j0, i0 * nx + j1, i1 * nx + j0, i1 * nx + j1], axis=1)
-        )
-        self._weights = jnp.asarray(
-            np.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], axis=1)
-        )
+        self.points = jnp.asarray(np.mod(pts, [ny, nx]))
+        self._corners = jnp.asarray(corners)
+        self._weights = jnp.asarray(weights)
 
     @property
     def state_size(self):

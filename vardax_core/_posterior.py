@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._analysis import ObsWindow
+from ._analysis import ObsWindow, map_times
 from ._methods import StrongFourDVar
 
 
@@ -42,13 +42,13 @@ def laplace_posterior(oracle: StrongFourDVar, background, obs: ObsWindow) -> Lap
     jac = jax.jacfwd(lambda x: model.rollout(x, T))(x0)  # (T+1, n, n)
     traj = analysis.trajectory
 
-    def info(x, J, mask):
-        G = H.linearise(x).as_matrix() @ J  # (m, n)
-        RinvG = jax.vmap(lambda col: R.masked_solve(col, mask), in_axes=1, out_axes=1)(G)
+    def info(H_t, R_t, x, J, mask):
+        G = H_t.linearise(x).as_matrix() @ J  # (m, n)
+        RinvG = jax.vmap(lambda col: R_t.masked_solve(col, mask), in_axes=1, out_axes=1)(G)
         return G.T @ RinvG
 
     precision = jnp.linalg.inv(oracle.prior_cov.as_matrix()) + jnp.sum(
-        jax.vmap(info)(traj, jac, obs.mask), axis=0
+        map_times(info, obs, H, R, traj, jac, obs.mask), axis=0
     )
     cov0 = jnp.linalg.inv(0.5 * (precision + precision.T))
     var = jnp.einsum("tij,jk,tik->ti", jac, cov0, jac)
