@@ -1,5 +1,6 @@
 # Two set-up-and-go targets (README): `make demo` and `make test`. Each creates .venv with
-# Python 3.12 and installs the project if that has not been done for this pyproject.toml.
+# Python 3.12 and installs the project (and the example plugin package examples/ks, as a
+# user installs a plugin) if that has not been done for these pyproject.toml files.
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -7,10 +8,10 @@ export JAX_PLATFORMS ?= cpu
 
 .PHONY: demo test bench lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/ks/pyproject.toml
 	@test -x $(PY) || $$(.ci/python312) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e examples/ks
 	@touch $(STAMP)
 
 # The main job: an OSSE of Lorenz-96 with strong 4DVar, 40 cycles through the Prefect flows

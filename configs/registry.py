@@ -133,14 +133,14 @@ MODELS.update(
     }
 )
 
-_VECTOR_FIELD_KEYS = ("dt", "state_size", "dims", "periodic")
+_VECTOR_FIELD_KEYS = ("dt", "state_size", "dims", "periodic", "integrator", "substeps")
 
 
 @_entry(MODELS, cf.PluginModelConfig)
 def _plugin_model(m: cf.PluginModelConfig, source: str):
     made = plugins.call(plugins.resolve(m, "model", source), m, "model", source, {})
     if isinstance(made, vc.AbstractForwardModel):
-        given = [f"model.{k}" for k in _VECTOR_FIELD_KEYS if getattr(m, k) is not None]
+        given = [f"model.{k}" for k in _VECTOR_FIELD_KEYS if k in m.model_fields_set]
         if given:
             raise ConfigError(
                 f"{source}: {', '.join(given)}: for a plain vector field; {m.reference} "
