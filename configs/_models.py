@@ -134,6 +134,10 @@ class _Plugin(_Named):
             )
         if self.target is not None and not _TARGET.match(self.target):
             raise ValueError(f'target must be "package.module:attribute", got {self.target!r}')
+        if self.name in self._builtins and self._kind == "operator":
+            raise ValueError(
+                f"the built-in operator {self.name} is named as a string: operator: {self.name}"
+            )
         if self.name is not None and self.name not in installed_plugins(self._kind):
             known = ", ".join(repr(n) for n in self._builtins)
             group = ENTRY_POINT_GROUPS[self._kind]

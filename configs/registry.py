@@ -15,6 +15,7 @@ once) comes through the `Build` it is given (`tasks.build_experiment` provides i
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -146,7 +147,7 @@ def _plugin_model(m: cf.PluginModelConfig, source: str):
                 f"{source}: {', '.join(given)}: for a plain vector field; {m.reference} "
                 f"returned the model {type(made).__name__}, which has its own"
             )
-        return made
+        return _checked_model(made, m, source)
     if not callable(made):
         raise ConfigError(
             f"{source}: model: {m.reference} returned a {type(made).__name__}: it must return "
@@ -159,6 +160,8 @@ def _plugin_model(m: cf.PluginModelConfig, source: str):
             "vector field (the model's time step and the length of its state)"
         )
     try:
+        if (m.dims or "state") in RESERVED_DIMS:
+            raise ConfigError(f"{source}: model.dims: {m.dims!r} is reserved by the store")
         return vc.VectorFieldModel(
             made,
             m.state_size,
@@ -174,6 +177,32 @@ def _plugin_model(m: cf.PluginModelConfig, source: str):
         ) from None
 
 
+def _checked_model(model: vc.AbstractForwardModel, m, source: str):
+    """A plugin's model, checked for what the pipeline asks of it (its state's size, shape,
+    dimension names, coordinates and time step)."""
+    what = f"{source}: model: {m.reference} returned {type(model).__name__}, whose"
+    try:
+        n, shape, dims = model.state_size, tuple(model.state_shape), tuple(model.state_dims)
+        coords, dt = model.state_coords, float(model.dt)
+    except Exception as err:
+        raise ConfigError(f"{what} state cannot be read: {type(err).__name__}: {err}") from None
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"{what} state_size is {n!r}, not a positive int")
+    if int(np.prod(shape)) != n or len(dims) != len(shape):
+        raise ConfigError(
+            f"{what} state_shape {shape} and state_dims {dims} do not make a state of {n}"
+        )
+    clash = sorted(set(dims) & RESERVED_DIMS)
+    if clash:
+        raise ConfigError(f"{what} dimension names {clash} are reserved by the store")
+    bad = [d for d, s in zip(dims, shape, strict=True) if len(np.ravel(coords.get(d, ()))) != s]
+    if bad:
+        raise ConfigError(f"{what} state_coords lack or mis-size {bad}")
+    if not dt > 0:
+        raise ConfigError(f"{what} dt is {dt}, not positive")
+    return model
+
+
 @dataclass(frozen=True)
 class ObservationLayout:
     """The observation operator of an experiment and where its observations are: the
@@ -181,41 +210,15 @@ class ObservationLayout:
     network), a field's `points` `(y, x)` and, for swaths, each point's `track`.
 
     Observations at positions (`observations.capacity`): `locations` are the `capacity`
-    slots of a window time, `position_dims` the model's dimensions the positions are
-    given in, and `window_operator` the interpolation of a window's positions."""
+    slots of a window time, `position_dims` the model's dimensions the positions are given
+    in, and `grid` the model's grid, which builds each window's interpolation."""
 
     operator: vc.AbstractObsOperator
     locations: tuple[int, ...]
     points: np.ndarray | None = None
     track: np.ndarray | None = None
     position_dims: tuple[str, ...] = ()
-    grid: tuple[tuple[float, float, int], ...] = ()
-    periodic: bool = True
-
-    def grid_units(self, positions: np.ndarray) -> np.ndarray:
-        """Positions `(…, d)` in the model's coordinates as fractional grid indices."""
-        origin = np.array([g[0] for g in self.grid])
-        spacing = np.array([g[1] for g in self.grid])
-        return (np.asarray(positions, float) - origin) / spacing
-
-    def inside(self, positions: np.ndarray) -> np.ndarray:
-        """Which positions `(…, d)` lie on the model's domain (all, on a periodic one)."""
-        if self.periodic:
-            return np.all(np.isfinite(positions), axis=-1)
-        index = self.grid_units(positions)
-        size = np.array([g[2] for g in self.grid])
-        with np.errstate(invalid="ignore"):
-            return np.all((index >= 0) & (index <= size - 1), axis=-1)
-
-    def window_operator(self, positions: np.ndarray) -> vc.InterpolationObs:
-        """The operators `H_t` of a window whose observations sit at `positions`
-        `(T, capacity, d)` (model coordinates); an empty slot or a position outside the
-        domain (not assimilated) is put at the grid's origin."""
-        shape = tuple(g[2] for g in self.grid)
-        positions = np.asarray(positions, float)
-        origin = np.array([g[0] for g in self.grid])
-        placed = np.where(self.inside(positions)[..., None], positions, origin)
-        return vc.InterpolationObs.at(self.grid_units(placed), shape, self.periodic)
+    grid: vc.RegularGrid | None = None
 
 
 def build_observations(b: Build) -> ObservationLayout:
@@ -278,6 +281,12 @@ def _plugin_operator(b: Build, op: cf.PluginOperatorConfig, locations: list[int]
             raise b.error(
                 key, f"the function of {op.reference} on a state of size {n}: {err}"
             ) from None
+    elif isinstance(made, vc.AbstractObsOperator) and "linear" in op.model_fields_set:
+        raise b.error(
+            f"{key}.linear",
+            f"for a plain function; {op.reference} returned {type(made).__name__}, which "
+            "says itself whether it is linear",
+        )
     if not isinstance(made, vc.AbstractObsOperator):
         raise b.error(
             key,
@@ -299,29 +308,32 @@ def _plugin_operator(b: Build, op: cf.PluginOperatorConfig, locations: list[int]
     return ObservationLayout(made, slots)
 
 
+RESERVED_DIMS = frozenset(
+    {"cycle", "window_time", "lead_time", "obs", "time", "location", "member"}
+    | {"value", "error_std", "mask", "qc", "source", "hash"}  # the store's obs_<name>s
+)
+"""Names a model's dimension may not have: the store's own dimensions, and (for positions,
+stored as `obs_<dim>`) the names of its observation variables."""
+
+
 def _positioned(b: Build) -> ObservationLayout:
     """Observations that carry their positions, up to `capacity` per window time."""
-    model, capacity = b.model, b.cfg.observations.capacity
-    dims, shape = model.state_dims, model.state_shape
-    if len(shape) not in (1, 2):
+    model, capacity, key = b.model, b.cfg.observations.capacity, "observations.capacity"
+    declares = type(model).state_coords is not vc.AbstractForwardModel.state_coords
+    if not (model.periodic or declares):
         raise b.error(
-            "observations.capacity",
-            f"positions are interpolated on a 1-D or 2-D grid; the model's state is {shape}",
+            key,
+            f"positions are interpolated on a grid; the {b.cfg.model.label} state is not one "
+            "(a model on a grid is periodic or declares its state_coords): give locations",
         )
-    grid = []
-    for d, size in zip(dims, shape, strict=True):
-        c = np.asarray(model.state_coords[d], float)
-        spacing = (c[-1] - c[0]) / (size - 1) if size > 1 else 1.0
-        if len(c) != size or not np.allclose(np.diff(c), spacing):
-            raise b.error(
-                "observations.capacity",
-                f"positions need evenly spaced coordinates; the model's {d} is not",
-            )
-        grid.append((float(c[0]), float(spacing), int(size)))
-    template = np.zeros((capacity, len(shape)))
-    H = vc.InterpolationObs.at(template, shape, model.periodic)
+    clash = sorted(set(model.state_dims) & RESERVED_DIMS)
+    if clash:
+        raise b.error(key, f"the model's dimension names {clash} are reserved by the store")
+    with config_key(b.source, key):
+        grid = vc.RegularGrid.of(model)
+    H = grid.operator(np.zeros((capacity, len(grid.shape))))
     return ObservationLayout(
-        H, tuple(range(capacity)), position_dims=dims, grid=tuple(grid), periodic=model.periodic
+        H, tuple(range(capacity)), position_dims=tuple(model.state_dims), grid=grid
     )
 
 
@@ -493,6 +505,21 @@ def _plugin_method(m: cf.PluginMethodConfig, b: Build, p: MethodParts):
             f"{m.reference} analyses states of size {made.state_size}, the model's have "
             f"{b.model.state_size}",
         )
+    m_obs, m_cov = made.obs_operator.obs_size, made.obs_cov.size
+    if m_obs != p.obs_operator.obs_size or m_cov != p.obs_operator.obs_size:
+        raise b.error(
+            "method",
+            f"{m.reference} observes {m_obs} observations (obs_cov {m_cov}) where the "
+            f"observation layout has {p.obs_operator.obs_size}: build it from obs_operator "
+            "and obs_cov",
+        )
+    if b.cfg.observations.capacity is not None and not made.window_observations:
+        raise b.error(
+            "method",
+            f"{m.reference} ({type(made).__name__}) does not declare window_observations: "
+            "observations at positions need a method that applies each window's operators "
+            "and errors (vardax_core.map_times)",
+        )
     return made
 
 
@@ -650,7 +677,7 @@ def osse_problem(b: Build, observing: ObservationLayout, n_cycles: int, seed: in
     seen = None
     if observing.track is not None:  # swaths: one track per observation time
         seen = vc.swath_schedule(observing.track, n_steps + 1, o.every_steps)
-    return vc.cycled_problem(
+    problem = vc.cycled_problem(
         b.model,
         observing.operator,
         o.error_std,
@@ -661,6 +688,10 @@ def osse_problem(b: Build, observing: ObservationLayout, n_cycles: int, seed: in
         obs_every=o.every_steps,
         seen=seen,
     )
+    # the window the pipeline reads back from the OSSE's file: each observation's error
+    errors = jnp.full(problem.obs.values.shape, o.error_std)
+    obs = vc.ObsWindow(problem.obs.values, problem.obs.mask, error_std=errors)
+    return dataclasses.replace(problem, obs=obs)
 
 
 def training_windows(b: Build, parts: MethodParts, n: int, seed: int) -> vc.Batch1D:

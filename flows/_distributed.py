@@ -79,7 +79,7 @@ def run_member(config: str, end: str, block: int) -> dict:
         scores = tasks.store_scores(exp.store_url, exp.truth_url, 0, stop, exp.storage_options)
     return {
         "experiment": exp.name,
-        "method": exp.cfg.method.name,
+        "method": exp.cfg.method.label,
         "store": exp.store_url,
         "statuses": out["statuses"],
         **{f"rmse_{k}": v for k, v in scores.items()},

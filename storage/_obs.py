@@ -195,14 +195,13 @@ def _table_from_xarray(url, fmt, storage_options):
     else:
         with fsspec.open(url, "rb", **(storage_options or {})) as f:
             ds = xr.open_dataset(io.BytesIO(f.read()), engine="h5netcdf").load()
-    missing = [v for v in ("value", "error_std") if v not in ds.variables]
-    if missing:
+    if "value" not in ds.variables:
         raise ObservationError(
-            f"observation file {url} lacks variable(s) {missing}; it has "
+            f"observation file {url} lacks the variable 'value'; it has "
             f"{sorted(map(str, ds.variables))}"
         )
     if ds["value"].dims == ("time", "location"):
-        table = ds[["value", "error_std"]].to_dataframe().reset_index()
+        table = ds[[v for v in ("value", "error_std") if v in ds]].to_dataframe().reset_index()
         return table[np.isfinite(table["value"])]
     return ds.to_dataframe().reset_index(drop=True)
 

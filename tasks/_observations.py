@@ -14,6 +14,7 @@ PASS = storage.QC.index("pass")
 MISSING = storage.QC.index("missing")
 GROSS = storage.QC.index("gross_error")
 OUTSIDE = storage.QC.index("outside_domain")
+NONFINITE = storage.QC.index("nonfinite")
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Observations:
         mask = self.mask if mask is None else np.asarray(mask, bool)
         operator = None
         if self.positions is not None:
-            operator = exp.observing.window_operator(self.positions)
+            operator = exp.observing.grid.operator(self.positions)
         return vc.ObsWindow(self.values, mask, self.error_std, operator)
 
     def position_fields(self, exp) -> dict[str, np.ndarray]:
@@ -63,8 +64,10 @@ def _checked(exp, raw: storage.WindowObservations) -> Observations:
     """Static QC (missing, non-finite, out of range) and the assimilation mask."""
     qc = exp.cfg.observations.qc
     flags = storage.quality_control(raw, valid_range=qc.valid_range or (-np.inf, np.inf))
-    if raw.positions is not None:
-        flags[raw.mask & (flags == PASS) & ~exp.observing.inside(raw.positions)] = OUTSIDE
+    if raw.positions is not None:  # a position missing, or off a grid that does not wrap
+        placed = np.all(np.isfinite(raw.positions), axis=-1)
+        flags[raw.mask & (flags == PASS) & ~placed] = NONFINITE
+        flags[raw.mask & (flags == PASS) & ~exp.observing.grid.inside(raw.positions)] = OUTSIDE
     mask = flags == PASS
     mask[0] = False
     reason = "" if mask.any() else f"no observations in the window in {raw.source}"

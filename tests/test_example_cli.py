@@ -6,18 +6,21 @@ points; the analysis beats the background."""
 from pathlib import Path
 
 import pytest
+import xarray as xr
 import yaml
 from typer.testing import CliRunner
 
+import storage
 import tasks
 from flows.cli import app
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ks" / "configs"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ks" / "experiments"
 CYCLES, SPINUP = 24, 6
 
 
-@pytest.mark.parametrize("name, block", [("ks-3dvar", 0), ("ks-4dvar", CYCLES)])
-def test_the_example_runs_end_to_end_through_the_cli(prefect_api, tmp_path, name, block):
+@pytest.mark.parametrize("name, per_cycle", [("ks-3dvar", 3), ("ks-4dvar", 0)])
+def test_the_example_runs_end_to_end_through_the_cli(prefect_api, tmp_path, name, per_cycle):
+    """`per_cycle` cycles one flow run each, then the rest resumed in one block."""
     data = yaml.safe_load((EXAMPLE / f"{name}.yaml").read_text())
     data["store"]["url"] = str(tmp_path / "store.zarr")
     config = tmp_path / f"{name}.yaml"
@@ -25,7 +28,8 @@ def test_the_example_runs_end_to_end_through_the_cli(prefect_api, tmp_path, name
     cli = CliRunner()
     for args in (
         ["simulate", str(config), "--cycles", str(CYCLES)],
-        ["run", str(config), "--cycles", str(CYCLES), "--block", str(block)],
+        ["run", str(config), "--cycles", str(per_cycle)] if per_cycle else ["info"],
+        ["run", str(config), "--cycles", str(CYCLES), "--block", str(CYCLES)],
     ):
         result = cli.invoke(app, args)
         assert result.exit_code == 0, result.output
@@ -37,5 +41,7 @@ def test_the_example_runs_end_to_end_through_the_cli(prefect_api, tmp_path, name
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "report" / "summary.md").exists()
+    status = xr.open_zarr(exp.store_url).status.values[:CYCLES]
+    assert [storage.STATUS[s] for s in status] == ["committed"] * CYCLES
     scores = tasks.store_scores(exp.store_url, exp.truth_url, SPINUP, CYCLES)
     assert scores["analysis"] < 0.9 * scores["background"], scores

@@ -57,7 +57,7 @@ def test_entry_points_resolve_to_the_classes():
 def test_example_configs_build_the_plugins(config):
     """As the pipeline calls them: `Model(**params)`, `Operator(locations=…, state_size=…,
     **params)`."""
-    cfg = yaml.safe_load((EXAMPLE / "configs" / config).read_text())
+    cfg = yaml.safe_load((EXAMPLE / "experiments" / config).read_text())
     (model_ep,) = entry_points(group="vardax_cycle.models", name=cfg["model"]["name"])
     model = model_ep.load()(**cfg["model"]["params"])
     op = cfg["observations"]["operator"]

@@ -45,6 +45,10 @@ def oi_of_mine(obs_operator, prior_cov, obs_cov, damping=1.0):
 
 def small_model():
     return vc.Lorenz96(K=8)
+
+
+def three_obs(prior_cov):
+    return vc.ThreeDVar(vc.SubsetObs(range(3), 40), prior_cov, vc.ScaledIdentityCovariance(3, 1.0))
 '''
 
 
@@ -151,7 +155,7 @@ BAD = [
     ),
     (
         {"model": {"target": "my_models:wrong_shape", "dt": 0.05, "state_size": 40}},
-        ["model", "my_models:wrong_shape", "returns (3,)", "same shape"],
+        ["model", "my_models:wrong_shape", "returns (3,)", "expected (40,)"],
     ),
     (
         {"model": {"target": "my_models:small_model"}, "observations__locations": [0, 20]},
@@ -171,6 +175,32 @@ BAD = [
     (
         {"model": {"name": "no_such_plugin"}},
         ["model.name", "no_such_plugin", "vardax_cycle.models"],
+    ),
+    (
+        {"observations__operator": {"name": "identity"}},
+        ["observations.operator", "named as a string: operator: identity"],
+    ),
+    (
+        {"model": dict(PLUGIN_L96, dims="value")},
+        ["model.dims", "'value' is reserved by the store"],
+    ),
+    (
+        {
+            "method": {
+                "target": "my_models:three_obs",
+                "prior_cov": {"kind": "scaled_identity", "variance": 1.0},
+            }
+        },
+        ["method", "my_models:three_obs observes 3 observations", "has 40"],
+    ),
+    (
+        {
+            "model": {"name": "lorenz63"},
+            "observations__source": "file",
+            "observations__url": "obs.csv",
+            "observations__capacity": 4,
+        },
+        ["observations.capacity", "the lorenz63 state is not one", "give locations"],
     ),
     (
         {"model": {"target": "not a path"}},

@@ -89,7 +89,10 @@ def _row(store_url, k: int) -> dict:
 def test_a_singular_oi_cycle_is_gated_and_its_reason_stored(prefect_api, tmp_path):
     """The real cycle flow and store, with an OI whose innovation covariance is singular:
     the cycle is degraded, carries its background, and its reason names both."""
-    cfg = experiment_config(tmp_path, "l96-oi", experiment="singular-oi")
+    # the observations' own errors (the file's error_std, which R takes) are negligible
+    cfg = experiment_config(
+        tmp_path, "l96-oi", experiment="singular-oi", observations__error_std=1e-12
+    )
     exp = tasks.experiment(cfg)
     _flows.simulate_flow(str(cfg), 2, 0)
     oi = _duplicated_oi(exp.model.state_size, exp.layout.obs_size, 1e-12)

@@ -90,6 +90,7 @@ from ._obs import FunctionObs as FunctionObs
 from ._obs import InterpolationObs as InterpolationObs
 from ._obs import LinearObs as LinearObs
 from ._obs import NonlinearObs as NonlinearObs
+from ._obs import RegularGrid as RegularGrid
 from ._obs import SubsetObs as SubsetObs
 from ._obs import gridded_points as gridded_points
 from ._obs import interpolation_weights as interpolation_weights

@@ -107,7 +107,12 @@ class ObsWindow(eqx.Module):
 
     def __init__(self, values, mask=None, error_std=None, operator=None):
         values = jnp.asarray(values)
-        mask = jnp.isfinite(values) if mask is None else jnp.asarray(mask).astype(bool)
+        if mask is None:  # what is there: a finite value (with a finite, positive error)
+            mask = jnp.isfinite(values)
+            if error_std is not None:
+                sigma = jnp.asarray(error_std)
+                mask = mask & jnp.isfinite(sigma) & (sigma > 0)
+        mask = jnp.asarray(mask).astype(bool)
         if values.ndim != 2:
             raise ValueError(f"ObsWindow: values must be (time, m), got shape {values.shape}")
         if mask.shape != values.shape:
@@ -129,6 +134,11 @@ class ObsWindow(eqx.Module):
                 raise ValueError(
                     "ObsWindow: operator must be batched over the window's "
                     f"{values.shape[0]} times (each array leaf's leading axis)"
+                )
+            if operator.obs_size != values.shape[1]:
+                raise ValueError(
+                    f"ObsWindow: operator returns {operator.obs_size} observations, the "
+                    f"window has {values.shape[1]} per time"
                 )
         self.mask = mask
         self.values = jnp.where(mask, values, 0.0)
@@ -158,7 +168,12 @@ def map_times(fn, obs: ObsWindow, obs_operator: AbstractObsOperator, obs_cov, *p
     `per_time` is an array with the window times as its leading axis."""
     from ._cov import DiagonalCovariance
 
-    H, h_axis = (obs_operator, None) if obs.operator is None else (obs.operator, 0)
+    H, h_axis = obs_operator, None
+    if obs.operator is not None:  # batched array leaves; anything else is shared
+        H, h_axis = (
+            obs.operator,
+            jax.tree_util.tree_map(lambda a: 0 if eqx.is_array(a) else None, obs.operator),
+        )
     sigma, s_axis = (None, None) if obs.error_std is None else (obs.error_std, 0)
 
     def at_time(H_t, sigma_t, *args):
@@ -261,6 +276,9 @@ class AbstractAnalysisMethod(eqx.Module):
     - `learned`: its parameters come from training (a checkpoint), not from the config.
     - `samples_posterior`: it gives a posterior distribution to sample (calibration checks
       apply), not only an estimate.
+    - `window_observations`: it applies a window's own operators and errors
+      (`ObsWindow.operator`, `ObsWindow.error_std`, through `map_times`), so it takes
+      observations at positions and each observation's error.
     """
 
     obs_operator: eqx.AbstractVar[AbstractObsOperator]
@@ -269,6 +287,7 @@ class AbstractAnalysisMethod(eqx.Module):
     four_dimensional: ClassVar[bool] = True
     learned: ClassVar[bool] = False
     samples_posterior: ClassVar[bool] = False
+    window_observations: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod

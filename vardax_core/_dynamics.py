@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._types import State, Trajectory
+from ._types import State, Trajectory, check_returns
 
 VectorField = Callable[[State], State]
 
@@ -298,13 +298,7 @@ class VectorFieldModel(AbstractForwardModel):
             raise ValueError(f"VectorFieldModel: n must be >= 1, got {self.n}")
         if len(self.dims) != 1:
             raise ValueError(f"VectorFieldModel: dims names the one dimension, got {self.dims}")
-        out = jax.eval_shape(self.f, jax.ShapeDtypeStruct((self.n,), jnp.result_type(float)))
-        if getattr(out, "shape", None) != (self.n,):
-            got = getattr(out, "shape", type(out).__name__)
-            raise ValueError(
-                f"the vector field returns {got} for a state of shape ({self.n},): it must "
-                f"return dx/dt of the same shape"
-            )
+        check_returns(self.f, self.n, (self.n,), "the vector field (dx/dt, the same shape)")
 
     @property
     def periodic(self) -> bool:  # type: ignore[override]

@@ -21,7 +21,12 @@ from ._learned import FourDVarNet
 from ._obs import AbstractObsOperator
 
 
-def _check_window(name, background, n_time):
+def _check_window(name, background, n_time, obs=None):
+    if obs is not None and obs.operator is not None:
+        raise ValueError(
+            f"{name}: the network learned one fixed observation layout; a window with its own "
+            "operators (observations at positions) needs a classical method"
+        )
     if background.shape[0] != n_time:
         raise ValueError(
             f"{name}: the network was built for windows of {n_time} times, the background has "
@@ -67,7 +72,7 @@ class FourDVarNetMethod(AbstractAnalysisMethod):
         return math.prod(self.net.state_shape[1:])
 
     def _analyse(self, background, obs: ObsWindow) -> Analysis:
-        _check_window(type(self).__name__, background, self.net.state_shape[0])
+        _check_window(type(self).__name__, background, self.net.state_shape[0], obs)
         xb = background.reshape(self.net.state_shape)
         x = self.net.solve(obs.values, obs.mask, xb, self.obs_operator)
         trajectory = x.reshape(background.shape).astype(background.dtype)
@@ -93,7 +98,7 @@ class AmortizedMethod(AbstractAnalysisMethod):
         return math.prod(self.post.head.state_shape[1:])
 
     def _posterior(self, background, obs):
-        _check_window(type(self).__name__, background, self.post.head.state_shape[0])
+        _check_window(type(self).__name__, background, self.post.head.state_shape[0], obs)
         bg = background if self.post.use_background else None
         return self.post.posterior_one(obs.values, obs.mask, bg)
 

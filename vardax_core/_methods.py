@@ -60,6 +60,7 @@ class OptimalInterpolation(AbstractAnalysisMethod):
     obs_cov: AbstractCovariance
     linear_solver: lx.AbstractLinearSolver = lx.AutoLinearSolver(well_posed=True)
     four_dimensional: ClassVar[bool] = False
+    window_observations: ClassVar[bool] = True
 
     def __check_init__(self):
         if not self.obs_operator.is_linear:
@@ -115,6 +116,7 @@ class ThreeDVar(AbstractAnalysisMethod):
     minimiser: optx.AbstractMinimiser = optx.BFGS(rtol=1e-7, atol=1e-7)
     max_steps: int = eqx.field(static=True, default=500)
     four_dimensional: ClassVar[bool] = False
+    window_observations: ClassVar[bool] = True
 
     def __check_init__(self):
         self._check_config()
@@ -162,6 +164,8 @@ def _has_forward_mode(model: AbstractForwardModel) -> bool:
 
 class _AbstractFourDVar(AbstractAnalysisMethod):
     """What strong, weak and incremental 4DVar share: a model over the window."""
+
+    window_observations: ClassVar[bool] = True
 
     model: eqx.AbstractVar[AbstractForwardModel]
 

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 
+from ._types import check_returns
+
 
 class AbstractObsOperator(eqx.Module):
     """`y = H(x)` for one observation time."""
@@ -79,13 +81,7 @@ class FunctionObs(AbstractObsOperator):
     linear: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
-        out = jax.eval_shape(self.h, jax.ShapeDtypeStruct((self.n,), jnp.result_type(float)))
-        if getattr(out, "shape", None) != (self.m,):
-            got = getattr(out, "shape", type(out).__name__)
-            raise ValueError(
-                f"the observation function returns {got} for a state of shape ({self.n},), "
-                f"expected ({self.m},)"
-            )
+        check_returns(self.h, self.n, (self.m,), "the observation function")
 
     @property
     def is_linear(self) -> bool:  # type: ignore[override]
@@ -197,6 +193,56 @@ def interpolation_weights(positions, shape, periodic: bool = True):
         corners.append(index)
         weights.append(weight)
     return np.stack(corners, axis=-1), np.stack(weights, axis=-1)
+
+
+class RegularGrid(eqx.Module):
+    """A model's evenly spaced grid in its own coordinates: `origin` and `spacing` per axis,
+    `shape`, and whether it is `periodic`. Where observations at positions are:
+    `index(positions)` in grid units, `inside(positions)`, and `operator(positions)`, the
+    interpolation that observes them (`InterpolationObs`)."""
+
+    origin: tuple[float, ...] = eqx.field(static=True, converter=tuple)
+    spacing: tuple[float, ...] = eqx.field(static=True, converter=tuple)
+    shape: tuple[int, ...] = eqx.field(static=True, converter=tuple)
+    periodic: bool = eqx.field(static=True, default=True)
+
+    @classmethod
+    def of(cls, model) -> "RegularGrid":
+        """The grid of a model's `state_coords` (`ValueError` if they are not evenly
+        spaced, or the state is not a line or a plane)."""
+        shape, dims = model.state_shape, model.state_dims
+        if len(shape) not in (1, 2):
+            raise ValueError(f"positions need a 1-D or 2-D grid; the state's shape is {shape}")
+        origin, spacing = [], []
+        for d, size in zip(dims, shape, strict=True):
+            c = np.asarray(model.state_coords.get(d, ()), float)
+            step = (c[-1] - c[0]) / (size - 1) if size > 1 and len(c) == size else 1.0
+            if len(c) != size or not step > 0 or not np.allclose(np.diff(c), step):
+                raise ValueError(f"positions need evenly spaced, increasing coordinates of {d}")
+            origin.append(float(c[0]))
+            spacing.append(float(step))
+        return cls(origin, spacing, shape, bool(model.periodic))
+
+    def index(self, positions) -> np.ndarray:
+        """Positions `(…, d)` in the model's coordinates as fractional grid indices."""
+        return (np.asarray(positions, float) - np.asarray(self.origin)) / np.asarray(self.spacing)
+
+    def inside(self, positions) -> np.ndarray:
+        """Which finite positions `(…, d)` lie on the grid (all finite ones if periodic)."""
+        index = self.index(positions)
+        finite = np.all(np.isfinite(index), axis=-1)
+        if self.periodic:
+            return finite
+        with np.errstate(invalid="ignore"):
+            within = (index >= 0) & (index <= np.asarray(self.shape) - 1)
+        return finite & np.all(within, axis=-1)
+
+    def operator(self, positions) -> "InterpolationObs":
+        """The interpolation `H` of observations at `positions` `(…, m, d)` (batched over
+        leading axes: `(T, m, d)` gives a window's operators); a position not `inside`
+        (an empty slot, NaN) is put at the origin — its observation must be masked."""
+        index = np.where(self.inside(positions)[..., None], self.index(positions), 0.0)
+        return InterpolationObs.at(index, self.shape, self.periodic)
 
 
 class InterpolationObs(AbstractObsOperator):
