@@ -115,6 +115,12 @@ def read_observation_table(
         raise
     except Exception as err:  # a corrupt or unreadable file: name it
         raise ObservationError(f"cannot read observation file {url} as {fmt}: {err}") from err
+    if "variable" in table.columns:  # never assimilated as if they were one variable
+        raise ObservationError(
+            f"observation file {url} has a 'variable' column: observations of several "
+            "variables of a state are not supported (each location or position is one "
+            "component of the state); drop the column or split the file"
+        )
     if "error_std" not in table.columns and default_error_std is not None:
         table = table.assign(error_std=float(default_error_std))
     where = list(positions) or ["location"]

@@ -136,3 +136,18 @@ def test_nature_run_round_trip(tmp_path):
     assert truth.time.values[1] == np.datetime64("2026-01-01T03:00")
     with pytest.raises(st.ObservationError, match="nature run not found"):
         st.read_nature_run(tmp_path / "nope.zarr")
+
+
+def test_a_variable_column_is_refused_not_assimilated_as_one_variable(tmp_path):
+    path = tmp_path / "multi.csv"
+    pd.DataFrame(
+        {
+            "time": ["2026-01-01T06:00:00Z"] * 2,
+            "location": [0, 0],
+            "value": [1.0, 280.0],
+            "error_std": [1.0, 0.5],
+            "variable": ["u", "temperature"],
+        }
+    ).to_csv(path, index=False)
+    with pytest.raises(st.ObservationError, match=r"multi\.csv has a 'variable' column"):
+        st.read_observation_table(path)
