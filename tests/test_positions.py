@@ -212,3 +212,42 @@ def test_more_observations_than_the_capacity_names_the_cycle_and_count(osse):
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "cycle 2026-01-01T00:00Z" in text and "more than observations.capacity 5" in text
+
+
+def test_positions_on_a_ring_at_its_sites_equal_the_located_observations(prefect_api, tmp_path):
+    """Lorenz-96: the file's `location`s given as `site` positions (linear interpolation on
+    the ring, wrapping around: site 40.0 is site 0) give the located observations' analyses."""
+    n = 6
+    located = experiment_config(tmp_path, "l96-3dvar", "located.yaml", cycling__lead_steps=[])
+    _flows.simulate_flow(str(located), n, 0)
+    exp = tasks.experiment(located)
+    table = storage.read_observation_table(exp.obs_url)
+    sites = table["location"].to_numpy().astype(float)
+    sites[sites == 0] = 40.0  # the same point of the ring
+    table.drop(columns="location").assign(site=sites).to_parquet(tmp_path / "sites.parquet")
+    as_file = dict(observations__source="file", cycling__lead_steps=[])
+    runs = {
+        "a": experiment_config(
+            tmp_path,
+            "l96-3dvar",
+            "a.yaml",
+            store__url=str(tmp_path / "a.zarr"),
+            observations__url=exp.obs_url,
+            **as_file,
+        ),
+        "b": experiment_config(
+            tmp_path,
+            "l96-3dvar",
+            "b.yaml",
+            store__url=str(tmp_path / "b.zarr"),
+            observations__url=str(tmp_path / "sites.parquet"),
+            observations__capacity=40,
+            **as_file,
+        ),
+    }
+    last = storage.cycle_id(exp.axis.point(n - 1))
+    for config in runs.values():
+        assert _flows.cycling_flow(str(config), end=last, block=n)["statuses"] == {"committed": n}
+    a, b = store_arrays(tmp_path / "a.zarr", n), store_arrays(tmp_path / "b.zarr", n)
+    np.testing.assert_allclose(b["analysis"], a["analysis"], rtol=0, atol=1e-10)
+    assert "obs_site" in b and np.nanmax(b["obs_site"]) == 40.0
