@@ -8,6 +8,7 @@ from ._load import learned_layout as learned_layout
 from ._load import load_config as load_config
 from ._load import load_sweep as load_sweep
 from ._load import parse_config as parse_config
+from ._models import ENTRY_POINT_GROUPS as ENTRY_POINT_GROUPS
 from ._models import AmortizedPosteriorConfig as AmortizedPosteriorConfig
 from ._models import ClimatologicalCov as ClimatologicalCov
 from ._models import CovarianceConfig as CovarianceConfig
@@ -41,3 +42,4 @@ from ._models import SweepConfig as SweepConfig
 from ._models import ThreeDVarConfig as ThreeDVarConfig
 from ._models import TrainingConfig as TrainingConfig
 from ._models import WeakFourDVarConfig as WeakFourDVarConfig
+from ._models import installed_plugins as installed_plugins

@@ -427,7 +427,8 @@ def ensemble(
 
 @command
 def info() -> None:
-    """Versions of the stack and the devices JAX sees."""
+    """Versions of the stack, the devices JAX sees and the installed plugins (models,
+    operators and methods that packages register)."""
     import jax
 
     table = Table(title="vardax-cycle installation")
@@ -442,6 +443,10 @@ def info() -> None:
     console.print(table)
     devices = ", ".join(f"{d.platform}:{d.device_kind}" for d in jax.devices())
     console.print(f"JAX devices: {devices}")
+    from configs import ENTRY_POINT_GROUPS, installed_plugins
+
+    for kind, group in ENTRY_POINT_GROUPS.items():
+        console.print(f"plugins ({group}): {', '.join(installed_plugins(kind)) or 'none'}")
 
 
 @command

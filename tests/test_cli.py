@@ -10,6 +10,7 @@ def test_info_lists_the_stack_and_devices():
     assert result.exit_code == 0, result.output
     assert "optimistix" in result.output and "prefect" in result.output
     assert "JAX devices: " in result.output
+    assert "kuramoto_sivashinsky" in result.output  # the example plugin package, installed
 
 
 def test_no_arguments_shows_help():

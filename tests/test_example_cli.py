@@ -26,11 +26,11 @@ def test_the_example_runs_end_to_end_through_the_cli(prefect_api, tmp_path, name
     config = tmp_path / f"{name}.yaml"
     config.write_text(yaml.safe_dump(data))
     cli = CliRunner()
-    for args in (
-        ["simulate", str(config), "--cycles", str(CYCLES)],
-        ["run", str(config), "--cycles", str(per_cycle)] if per_cycle else ["info"],
-        ["run", str(config), "--cycles", str(CYCLES), "--block", str(CYCLES)],
-    ):
+    commands = [["simulate", str(config), "--cycles", str(CYCLES)]]
+    if per_cycle:
+        commands.append(["run", str(config), "--cycles", str(per_cycle)])
+    commands.append(["run", str(config), "--cycles", str(CYCLES), "--block", str(CYCLES)])
+    for args in commands:
         result = cli.invoke(app, args)
         assert result.exit_code == 0, result.output
     exp = tasks.experiment(config)
