@@ -397,19 +397,26 @@ def read_window(
     return select_window(table, cycle_point, window_offsets_s, locations, source=str(url))
 
 
-def quality_control(obs: WindowObservations, *, valid_range=(-np.inf, np.inf)) -> np.ndarray:
+def quality_control(
+    obs: WindowObservations, *, valid_range=(-np.inf, np.inf), inside=None
+) -> np.ndarray:
     """Static QC flags `(W, m)` (`QC` names them): `missing`, `nonfinite` (value or error,
-    or an error that is not positive), `flagged` (by the provider's `qc`), `out_of_range`
-    (outside `valid_range`); else `pass`.
+    or an error that is not positive, or a missing position), `flagged` (by the provider's
+    `qc`), `out_of_range` (outside `valid_range`), `outside_domain` (where `inside`, a
+    `(W, m)` mask of positions on the model's domain, is false); else `pass`.
     Only `pass` is assimilated. (The check against the background, `gross_error`, is the
     cycle's: `vardax_core.BackgroundCheck`.)"""
     y, sigma_o = obs.values, obs.error_std
     flags = np.full(y.shape, QC.index("pass"), dtype="int8")
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(y) & np.isfinite(sigma_o) & (sigma_o > 0)
+        if obs.positions is not None:
+            finite &= np.all(np.isfinite(obs.positions), axis=-1)
         lo, hi = valid_range
         out_of_range = finite & ((y < lo) | (y > hi))
     flags[out_of_range] = QC.index("out_of_range")
+    if inside is not None:
+        flags[finite & ~np.asarray(inside, bool)] = QC.index("outside_domain")
     if obs.flagged is not None:
         flags[obs.mask & obs.flagged] = QC.index("flagged")
     flags[obs.mask & ~finite] = QC.index("nonfinite")

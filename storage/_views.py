@@ -48,8 +48,8 @@ def read_window_ends(store_url, cycles=None, *, truth_url=None, storage_options=
         points = np.stack([ds.obs_y.values, ds.obs_x.values], axis=1)
     elif "obs_x" in ds and ds.sizes["cycle"]:  # positions: the last cycle's, at its last time
         last = ds.isel(cycle=-1)
-        seen = last.obs_mask.values.any(axis=-1).nonzero()[0]
-        row = int(seen[-1]) if len(seen) else -1
+        observed = last.obs_mask.values.any(axis=-1).nonzero()[0]
+        row = int(observed[-1]) if len(observed) else -1
         points = np.stack([last.obs_y.values[row], last.obs_x.values[row]], axis=1)
     seen = ds.obs_mask.isel(cycle=-1).values.any(axis=0) if ds.sizes["cycle"] else np.zeros(0)
     return WindowEnds(

@@ -2,7 +2,6 @@
 `lax.scan` of `cycle_step`: the same numbers as cycle by cycle), persisted in one region
 write with a status per cycle."""
 
-import dataclasses
 import time
 
 import equinox as eqx
@@ -15,7 +14,7 @@ import storage
 import vardax_core as vc
 
 from ._log import run_logger
-from ._observations import Observations, read_observations
+from ._observations import Observations, obs_window, read_observations
 from ._record import cycle_fields, stack, verdict
 from ._restart import start_state
 from ._run import CycleHalted, Run
@@ -40,14 +39,10 @@ def block_rows(exp, obs: list[Observations], size: int) -> vc.ObsWindow:
         pad = np.full(((size - len(obs)) * exp.window, *arrays[0].shape[1:]), fill)
         return np.concatenate([*arrays, pad.astype(arrays[0].dtype)])
 
-    joined = dataclasses.replace(
-        obs[0],
-        values=rows("values", 0.0),
-        error_std=rows("error_std", 1.0),
-        mask=rows("mask", False),
-        positions=None if obs[0].positions is None else rows("positions", np.nan),
+    positions = None if obs[0].positions is None else rows("positions", np.nan)
+    return obs_window(
+        exp, rows("values", 0.0), rows("mask", False), rows("error_std", 1.0), positions
     )
-    return joined.window(exp)
 
 
 @task(

@@ -13,8 +13,6 @@ from ._late import wait_for_file
 PASS = storage.QC.index("pass")
 MISSING = storage.QC.index("missing")
 GROSS = storage.QC.index("gross_error")
-OUTSIDE = storage.QC.index("outside_domain")
-NONFINITE = storage.QC.index("nonfinite")
 
 
 @dataclass
@@ -35,13 +33,9 @@ class Observations:
     positions: np.ndarray | None = None
 
     def window(self, exp, mask=None) -> vc.ObsWindow:
-        """The `vardax_core.ObsWindow` of these observations (or of those in `mask`): `R`
-        from each observation's error, and at positions their interpolation operators."""
-        mask = self.mask if mask is None else np.asarray(mask, bool)
-        operator = None
-        if self.positions is not None:
-            operator = exp.observing.grid.operator(self.positions)
-        return vc.ObsWindow(self.values, mask, self.error_std, operator)
+        """The `vardax_core.ObsWindow` of these observations (or of those in `mask`)."""
+        mask = self.mask if mask is None else mask
+        return obs_window(exp, self.values, mask, self.error_std, self.positions)
 
     def position_fields(self, exp) -> dict[str, np.ndarray]:
         """The store's `obs_<dim>` of observations at positions (none otherwise)."""
@@ -60,14 +54,19 @@ class Observations:
         return flags
 
 
+def obs_window(exp, values, mask, error_std, positions=None) -> vc.ObsWindow:
+    """A window's `vardax_core.ObsWindow`: `R` from each observation's error, and for
+    observations at positions their interpolation operators on the model's grid."""
+    operator = None if positions is None else exp.observing.grid.operator(positions)
+    return vc.ObsWindow(values, np.asarray(mask, bool), error_std, operator)
+
+
 def _checked(exp, raw: storage.WindowObservations) -> Observations:
     """Static QC (missing, non-finite, out of range) and the assimilation mask."""
     qc = exp.cfg.observations.qc
-    flags = storage.quality_control(raw, valid_range=qc.valid_range or (-np.inf, np.inf))
-    if raw.positions is not None:  # a position missing, or off a grid that does not wrap
-        placed = np.all(np.isfinite(raw.positions), axis=-1)
-        flags[raw.mask & (flags == PASS) & ~placed] = NONFINITE
-        flags[raw.mask & (flags == PASS) & ~exp.observing.grid.inside(raw.positions)] = OUTSIDE
+    inside = None if raw.positions is None else exp.observing.grid.inside(raw.positions)
+    valid_range = qc.valid_range or (-np.inf, np.inf)
+    flags = storage.quality_control(raw, valid_range=valid_range, inside=inside)
     mask = flags == PASS
     mask[0] = False
     reason = "" if mask.any() else f"no observations in the window in {raw.source}"
