@@ -527,6 +527,74 @@ class AmortizedPosteriorConfig(_LearnedConfig):
     name: Literal["amortized"]
 
 
+class LocalisationConfig(_Config):
+    """Gaspari–Cohn localisation of half-width `1.82 × radius` (DAPPER's convention): the
+    taper is 0.63 at `radius` (in the model's coordinates: sites on the Lorenz-96 ring,
+    grid cells of the QG model) and zero beyond `3.64 × radius`."""
+
+    radius: Annotated[float, Field(gt=0)]
+
+
+class _EnsembleConfig(_MethodBase):
+    """An ensemble method of `members` states. `prior_cov` spreads the first cycle's
+    ensemble around the first guess (`x + B^{1/2} ξ`). `inflation` multiplies the
+    analysis anomalies; `rtps` relaxes the analysis spread towards the background's
+    (0: off, 1: all the way). `seed` keys the random numbers (with each cycle's index)."""
+
+    members: Annotated[int, Field(ge=2)]
+    inflation: Annotated[float, Field(ge=1)] = 1.0
+    rtps: Annotated[float, Field(ge=0, le=1)] = 0.0
+    seed: int = 0
+
+
+class ETKFConfig(_EnsembleConfig):
+    """The ensemble transform Kalman filter; `rotate`: a random mean-preserving rotation
+    of the members after each analysis."""
+
+    name: Literal["etkf"]
+    rotate: bool = False
+
+
+class EnKFConfig(_EnsembleConfig):
+    """The stochastic EnKF with perturbed observations."""
+
+    name: Literal["enkf"]
+
+
+class LETKFConfig(_EnsembleConfig):
+    """The local ETKF: one analysis per state variable with tapered observations."""
+
+    name: Literal["letkf"]
+    localisation: LocalisationConfig
+
+
+class IEnKSConfig(_EnsembleConfig):
+    """The iterative ensemble Kalman smoother over the window (Gauss–Newton in ensemble
+    space, at most `max_iterations`, until `|δw|² < tolerance·N`); `rotate` as for etkf."""
+
+    name: Literal["ienks"]
+    max_iterations: Annotated[int, Field(ge=1)] = 10
+    tolerance: Annotated[float, Field(gt=0)] = 1e-5
+    rotate: bool = False
+
+
+class HybridEnVarConfig(_EnsembleConfig):
+    """Hybrid 3D/4D-EnVar: `B = static_weight·B_static + (1 − static_weight)·L∘Pₑ`
+    (`prior_cov` is the static B), `n_outer` Gauss–Newton loops of `n_inner` conjugate
+    gradients to `rtol`; the members are updated by the LETKF and recentred."""
+
+    name: Literal["hybrid_envar"]
+    localisation: LocalisationConfig
+    static_weight: Annotated[float, Field(ge=0, le=1)] = 0.1
+    n_outer: Annotated[int, Field(ge=1)] = 1
+    n_inner: Annotated[int, Field(ge=1)] = 100
+    rtol: Annotated[float, Field(gt=0)] = 1e-8
+
+
+EnsembleMethodConfig = _EnsembleConfig
+"""The config classes of ensemble methods."""
+
+
 class PluginMethodConfig(_MethodBase, _Plugin):
     """An analysis method of one's own. The target is called with `params` and, of `model`,
     `obs_operator`, `prior_cov` (from `prior_cov` here) and `obs_cov`, those its signature
@@ -543,6 +611,11 @@ MethodConfig = _by_name(
     IncrementalFourDVarConfig,
     FourDVarNetConfig,
     AmortizedPosteriorConfig,
+    EnKFConfig,
+    ETKFConfig,
+    LETKFConfig,
+    IEnKSConfig,
+    HybridEnVarConfig,
     plugin=PluginMethodConfig,
 )
 LearnedMethodConfig = _LearnedConfig
@@ -627,12 +700,16 @@ class OracleConfig(_Config):
 
 class GateConfig(_Config):
     """The gate of step 4: a finite analysis, innovation χ²/dof of the background within
-    `chi2_dof`, every increment within `increment_sigma`·σ_b; for a learned method the
-    oracle (`oracle`, on by default with its defaults); on failure `policy`."""
+    `chi2_dof` (for an ensemble against its own `H Pₑ Hᵀ + R`), every increment within
+    `increment_sigma`·σ_b; for a learned method the oracle (`oracle`, on by default with
+    its defaults); for an ensemble a background spread of at least `min_spread` (default
+    1% of `observations.error_std`: below it the ensemble has collapsed); on failure
+    `policy`."""
 
     oracle: OracleConfig | None = None
     chi2_dof: Pair = (0.05, 20.0)
     increment_sigma: Annotated[float, Field(gt=0)] = 10.0
+    min_spread: Annotated[float, Field(ge=0)] | None = None
     policy: Literal["fallback", "halt"] = "fallback"
 
     @model_validator(mode="after")

@@ -523,6 +523,81 @@ def _plugin_method(m: cf.PluginMethodConfig, b: Build, p: MethodParts):
     return made
 
 
+def _ensemble_kw(m: cf.EnsembleMethodConfig) -> dict:
+    return {"members": m.members, "inflation": vc.Inflation(m.inflation, m.rtps)}
+
+
+def _localisation(m, b: Build, p: MethodParts) -> vc.Localisation:
+    try:
+        localisation = vc.Localisation.of(b.model, m.localisation.radius)
+    except ValueError as err:
+        raise b.error(
+            "method.localisation",
+            f"{m.name} localises by distance on the model's grid, and the "
+            f"{b.cfg.model.label} model has none: {err}",
+        ) from None
+    # observations at positions carry theirs; a fixed operator must say where it looks
+    if (
+        b.cfg.observations.capacity is None
+        and p.obs_operator.positions(b.model.state_shape) is None
+    ):
+        raise b.error(
+            "method.localisation",
+            f"{m.name} localises observations by their positions, and the observation "
+            f"operator {type(p.obs_operator).__name__} does not give them (define its "
+            "positions(shape), see vardax_core.AbstractObsOperator.positions)",
+        )
+    return localisation
+
+
+@_entry(METHODS, cf.ETKFConfig)
+def _etkf(m, b: Build, p: MethodParts):
+    return vc.ETKF(*p.as_args(), rotate=m.rotate, **_ensemble_kw(m))
+
+
+@_entry(METHODS, cf.EnKFConfig)
+def _enkf(m, b: Build, p: MethodParts):
+    return vc.EnKF(*p.as_args(), **_ensemble_kw(m))
+
+
+@_entry(METHODS, cf.LETKFConfig)
+def _letkf(m, b: Build, p: MethodParts):
+    return vc.LETKF(*p.as_args(), localisation=_localisation(m, b, p), **_ensemble_kw(m))
+
+
+@_entry(METHODS, cf.IEnKSConfig)
+def _ienks(m, b: Build, p: MethodParts):
+    kw = dict(max_iterations=m.max_iterations, tolerance=m.tolerance, rotate=m.rotate)
+    return vc.IEnKS(b.model, *p.as_args(), **kw, **_ensemble_kw(m))
+
+
+def ensemble_members(cfg: cf.ExperimentConfig) -> int:
+    """The ensemble size of the experiment's method (0: not an ensemble method)."""
+    return cfg.method.members if isinstance(cfg.method, cf.EnsembleMethodConfig) else 0
+
+
+HYBRID_MAX_STATE = 4096
+"""The largest state `hybrid_envar` forms its `n × n` localisation matrix for."""
+
+
+@_entry(METHODS, cf.HybridEnVarConfig)
+def _hybrid_envar(m, b: Build, p: MethodParts):
+    if b.model.state_size > HYBRID_MAX_STATE:
+        raise b.error(
+            "method",
+            f"hybrid_envar forms the n × n localisation matrix, too large for the "
+            f"{b.model.state_size} variables of the {b.cfg.model.label} model: use letkf",
+        )
+    kw = dict(static_weight=m.static_weight, n_outer=m.n_outer, n_inner=m.n_inner)
+    return vc.HybridEnVar.build(
+        *p.as_args(),
+        localisation=_localisation(m, b, p),
+        tolerance=m.rtol,
+        **kw,
+        **_ensemble_kw(m),
+    )
+
+
 LEARNED_METHODS: dict[type, type[vc.AbstractAnalysisMethod]] = {
     cf.FourDVarNetConfig: vc.FourDVarNetMethod,
     cf.AmortizedPosteriorConfig: vc.AmortizedMethod,
@@ -630,12 +705,14 @@ def build_gate(b: Build, parts: MethodParts, method: vc.AbstractAnalysisMethod) 
     oracle = build_oracle(b, parts, method.learned)
     on_failure = (g.oracle or cf.OracleConfig()).on_failure
     with config_key(b.source, "gates"):
+        floor = 0.01 * b.cfg.observations.error_std if g.min_spread is None else g.min_spread
         return vc.Gate.for_method(
             method,
             chi2_dof_bounds=tuple(g.chi2_dof),
             increment_sigma=g.increment_sigma,
             oracle=oracle,
             oracle_fallback=oracle is not None and on_failure == "oracle",
+            min_spread=floor if method.ensemble else 0.0,
         )
 
 
@@ -647,6 +724,7 @@ def build_check(b: Build, obs_operator) -> vc.BackgroundCheck:
 def build_cycle(b: Build, parts: MethodParts) -> vc.Cycle:
     """The experiment's cycle: model, method, gate, background check, window and leads."""
     method = build_method(b, parts)
+    m = b.cfg.method
     return vc.Cycle(
         b.model,
         method,
@@ -654,6 +732,7 @@ def build_cycle(b: Build, parts: MethodParts) -> vc.Cycle:
         check=build_check(b, parts.obs_operator),
         window=b.cfg.cycling.window_steps,
         leads=tuple(b.cfg.cycling.lead_steps),
+        seed=m.seed if ensemble_members(b.cfg) else 0,
     )
 
 

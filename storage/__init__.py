@@ -19,6 +19,8 @@ from ._errors import StoreMismatchError as StoreMismatchError
 from ._errors import StoreNotFoundError as StoreNotFoundError
 from ._layout import DIAGNOSTICS as DIAGNOSTICS
 from ._layout import DONE as DONE
+from ._layout import ENSEMBLE_SPREADS as ENSEMBLE_SPREADS
+from ._layout import ENSEMBLE_STATES as ENSEMBLE_STATES
 from ._layout import GATE_VERDICT as GATE_VERDICT
 from ._layout import QC as QC
 from ._layout import STATUS as STATUS

@@ -37,6 +37,12 @@ DIAGNOSTICS = {
 """Per-cycle scalar diagnostics and their dtypes."""
 
 
+ENSEMBLE_STATES = ("background_ensemble", "analysis_ensemble")
+"""An ensemble method's members at the window end, per cycle."""
+ENSEMBLE_SPREADS = ("background_spread", "analysis_spread")
+"""Their standard deviation over members, per state variable."""
+
+
 @dataclass(frozen=True)
 class StoreLayout:
     """Shapes and dtypes of one experiment's cycle store.
@@ -54,6 +60,11 @@ class StoreLayout:
     - `state_coords`: the coordinate values of each state dimension (`None`: grid indices).
     - `obs_position_dims`: for observations that carry their positions, the model
       dimensions they are given in: each cycle stores `obs_<dim>` `(window_time, obs)`.
+    - `members`: the ensemble size of an ensemble method (0: none). Each cycle then stores
+      `background_ensemble` and `analysis_ensemble` `(member, …state)` at the window end,
+      their spread (`background_spread`, `analysis_spread`, the standard deviation over
+      members) and the mean spread of the product forecast by lead time
+      (`forecast_spread`); `background` and `analysis` are the ensemble means.
     """
 
     state_dims: tuple[tuple[str, int], ...]
@@ -64,6 +75,7 @@ class StoreLayout:
     obs_points: tuple[tuple[float, float], ...] | None = None
     obs_position_dims: tuple[str, ...] = ()
     state_coords: tuple[tuple[float, ...], ...] | None = None
+    members: int = 0
     diagnostics: tuple[tuple[str, str], ...] = field(
         default=tuple(DIAGNOSTICS.items()), compare=True
     )
@@ -125,6 +137,15 @@ class StoreLayout:
             out[f"obs_{d}"] = (("window_time", "obs"), (W, m), "float64")
         if L:
             out["forecast"] = (("lead_time", *sd), (L, *ss), self.dtype)
+        if self.members:
+            N = self.members
+            for name in ENSEMBLE_STATES:
+                out[name] = (("member", *sd), (N, *ss), self.dtype)
+            for name in ENSEMBLE_SPREADS:
+                out[name] = (sd, ss, self.dtype)
+            if L:
+                out["forecast_spread"] = (("lead_time",), (L,), "float64")
+            out["ensemble_spread"] = ((), (), "float64")
         out |= {name: ((), (), dtype) for name, dtype in self.diagnostics}
         return out
 

@@ -35,6 +35,15 @@ from ._errors import CycleError, StoreError, StoreMismatchError, StoreNotFoundEr
 from ._layout import DONE, EMPTY, GATE_VERDICT, QC, STATUS, StoreLayout
 from ._lock import StoreLock, break_lock, read_lock
 
+_ENSEMBLE_NAMES = {
+    "background_ensemble": "background ensemble members at the window end",
+    "analysis_ensemble": "analysis ensemble members at the window end (what the next cycle starts from)",
+    "background_spread": "background ensemble standard deviation over members at the window end",
+    "analysis_spread": "analysis ensemble standard deviation over members at the window end",
+    "forecast_spread": "product forecast ensemble spread by lead time (mean over the state)",
+    "ensemble_spread": "background ensemble spread at the window end (mean over the state)",
+}
+
 STORE_VERSION = 1
 
 
@@ -307,6 +316,8 @@ class CycleStore:
         }
         if layout.lead_offsets_s:
             coords["lead_time"] = ("lead_time", pd.to_timedelta(layout.lead_offsets_s, unit="s"))
+        if layout.members:
+            coords["member"] = ("member", np.arange(layout.members))
         for k, (dim, size) in enumerate(layout.state_dims):
             values = np.arange(size) if layout.state_coords is None else layout.state_coords[k]
             coords[dim] = (dim, np.asarray(values))
@@ -329,6 +340,9 @@ class CycleStore:
             ds[f"obs_{dim}"].attrs = {
                 "long_name": f"observation position in {dim} (model coordinates; NaN: empty slot)"
             }
+        for name, what in _ENSEMBLE_NAMES.items():
+            if name in ds:
+                ds[name].attrs = {"long_name": what}
         ds["obs_source"].attrs = {"long_name": "observation source of the cycle"}
         ds["obs_hash"].attrs = {"long_name": "sha256 of the cycle's observations"}
         ds["status_reason"].attrs = {

@@ -120,7 +120,13 @@ class Experiment:
         return registry.climate_mean(self.build)
 
 
-_STATES = ("background", "analysis", "forecast")
+_STATES = (
+    "background",
+    "analysis",
+    "forecast",
+    *storage.ENSEMBLE_STATES,
+    *storage.ENSEMBLE_SPREADS,
+)
 
 
 def build_experiment(cfg: configs.ExperimentConfig, source: str) -> Experiment:
@@ -147,6 +153,7 @@ def build_experiment(cfg: configs.ExperimentConfig, source: str) -> Experiment:
         obs_points=None if observing.points is None else tuple(map(tuple, observing.points)),
         obs_position_dims=observing.position_dims,
         state_coords=_coords(model),
+        members=registry.ensemble_members(cfg),
     )
     exp = Experiment(
         str(source), cfg, configs.identity_text(cfg), b, observing, parts, layout, axis, step

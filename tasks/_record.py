@@ -111,6 +111,29 @@ def cycle_fields(
         data |= obs.position_fields(exp)
     if np.shape(record.forecast)[0]:
         data["forecast"] = record.forecast
+    if record.background_ensemble is not None:
+        data |= _ensemble_fields(record, v)
+    return data
+
+
+def _ensemble_fields(record: vc.CycleRecord, v: Verdict) -> dict:
+    """An ensemble's members and spreads at the window end (a failed cycle keeps its
+    rejected analysis ensemble, as it keeps the analysis)."""
+    background = np.asarray(record.background_ensemble)[:, -1]
+    members = record.analysis.ensemble if v.status == "failed" else record.accepted_ensemble
+    if members is None:  # forecast-only: the background ensemble is handed on
+        members = record.accepted_ensemble
+    analysis = np.asarray(members)[:, -1]
+    spread = lambda e: np.std(e, axis=0, ddof=1)  # noqa: E731
+    data = {
+        "background_ensemble": background,
+        "analysis_ensemble": analysis,
+        "background_spread": spread(background),
+        "analysis_spread": spread(analysis),
+        "ensemble_spread": float(np.mean(spread(background))),
+    }
+    if record.forecast_spread is not None and np.size(record.forecast_spread):
+        data["forecast_spread"] = np.asarray(record.forecast_spread)
     return data
 
 

@@ -1,15 +1,24 @@
 """Where a cycle starts from (the restart policy): the end of the previous cycle's accepted
 trajectory in the store; after cycles skipped by the catch-up policy, the last analysis
 forecast across them (`operations.after_skip: carry`) or a cold start (`cold`); a cold start
-for the first cycle — the OSSE's first guess, or the model's climatological mean."""
+for the first cycle — the OSSE's first guess, or the model's climatological mean.
+
+For an ensemble method the state is the ensemble `(N, n)`: the previous cycle's stored
+`analysis_ensemble`, each member carried across skipped cycles, or cold — the first guess
+spread by `B` with the random key of the experiment's seed and the cycle's index."""
 
 import equinox as eqx
+import jax
 import numpy as np
 
 import storage
+import vardax_core as vc
 
 forecast = eqx.filter_jit(lambda model, x, n: model.rollout(x, n))
 """`model.rollout(x, n)`, jitted: a forecast of `n` model steps (compiled once per `n`)."""
+
+_members_forecast = eqx.filter_jit(lambda model, E, n: jax.vmap(lambda x: model.rollout(x, n))(E))
+_initial_ensemble = eqx.filter_jit(vc.initial_ensemble)
 
 DONE = ("committed", "degraded")
 
@@ -31,18 +40,42 @@ def cold_start(exp) -> np.ndarray:
     return np.reshape(guess.values, -1)
 
 
-def _analysis_end(store, cycle: storage.CyclePoint) -> np.ndarray:
+def initial_state(exp, x, index: int = 0) -> np.ndarray:
+    """The state a cold start at cycle `index` begins from, given the first guess `x`: `x`
+    itself, or an ensemble method's members around it (`vardax_core.initial_ensemble`,
+    keyed by the seed and `index`)."""
+    core = exp.core
+    if not core.ensemble:
+        return np.asarray(x)
+    key = vc.cycle_key(core.seed, index, 0)
+    return np.asarray(_initial_ensemble(x, exp.parts.prior_cov, key, core.method.members))
+
+
+def _cold(exp, cycle: storage.CyclePoint) -> np.ndarray:
+    return initial_state(exp, cold_start(exp), cycle.index)
+
+
+def _analysis_end(exp, store, cycle: storage.CyclePoint) -> np.ndarray:
+    if exp.core.ensemble:
+        members = store.read_cycle(cycle.time)["analysis_ensemble"]
+        return np.reshape(members, (members.shape[0], -1))
     return np.reshape(store.read_cycle(cycle.time)["analysis"][-1], -1)
+
+
+def _carry(exp, x, n_steps: int) -> np.ndarray:
+    if exp.core.ensemble:
+        return np.asarray(_members_forecast(exp.model, x, n_steps)[:, -1])
+    return np.asarray(forecast(exp.model, x, n_steps)[-1])
 
 
 def start_state(exp, store, cycle: storage.CyclePoint, cold: bool = False):
     """**Returns** `(state, where it comes from)` for `cycle`."""
     if cycle.index == 0 or cold:
-        return cold_start(exp), "cold start"
+        return _cold(exp, cycle), "cold start"
     previous = exp.axis.cycle(cycle.index - 1)
     status = store.status_of(previous.time)
     if status in DONE:
-        return _analysis_end(store, previous), f"analysis of {previous}"
+        return _analysis_end(exp, store, previous), f"analysis of {previous}"
     if status != "skipped":
         raise storage.CycleError(
             f"cycle {cycle} starts from the analysis of cycle {previous}, which is {status} in "
@@ -52,8 +85,8 @@ def start_state(exp, store, cycle: storage.CyclePoint, cold: bool = False):
         np.isin(store.statuses()[: cycle.index], [storage.STATUS.index(s) for s in DONE])
     )
     if exp.cfg.operations.after_skip == "cold" or len(done) == 0:
-        return cold_start(exp), "cold start after skipped cycles"
+        return _cold(exp, cycle), "cold start after skipped cycles"
     last = exp.axis.cycle(int(done[-1]))
     gap = cycle.index - 1 - last.index
-    carried = forecast(exp.model, _analysis_end(store, last), gap * exp.window)[-1]
-    return np.asarray(carried), f"analysis of {last} carried over {gap} skipped cycles"
+    carried = _carry(exp, _analysis_end(exp, store, last), gap * exp.window)
+    return carried, f"analysis of {last} carried over {gap} skipped cycles"

@@ -12,6 +12,7 @@ import vardax_core as vc
 
 from ._experiment import experiment
 from ._osse import osse_problem
+from ._restart import initial_state
 
 _run_cycles = eqx.filter_jit(vc.run_cycles)
 
@@ -36,7 +37,8 @@ def reference_scores(config: str, cycles: int, seed: int = 0, spinup: int = 0) -
     `"background"`) and the loop's records (`"output"`)."""
     exp = experiment(config)
     problem = osse_problem(exp, cycles, seed)
-    out = _run_cycles(exp.core, problem.first_background, problem.obs, cycles)
+    first = initial_state(exp, problem.first_background)
+    out = _run_cycles(exp.core, first, problem.obs, cycles)
     scores = vc.cycle_scores(out, problem.truth, exp.window, spinup=spinup)
     return {
         "analysis": float(scores["analysis"]),

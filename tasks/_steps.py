@@ -33,13 +33,18 @@ from ._run import Run
 
 _TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 _forecast = eqx.filter_jit(lambda core, x: core.forecast(x))
-_assimilate = eqx.filter_jit(lambda core, xb, obs: core.assimilate(xb, obs))
+_assimilate = eqx.filter_jit(lambda core, xb, obs, index: core.assimilate(xb, obs, index))
 _judge = eqx.filter_jit(lambda core, xb, a, obs: core.judge(xb, a, obs))
-_product = eqx.filter_jit(lambda core, accepted: core.product(accepted))
+_product = eqx.filter_jit(
+    lambda core, accepted: (core.product(accepted), core.product_spread(accepted))
+)
 
 
 @dataclass
 class Background:
+    """The state the cycle started from and its forecast over the window (an ensemble's
+    `(N, n)` and `(N, W+1, n)`), where the start came from, and the wall time."""
+
     x_start: np.ndarray
     trajectory: np.ndarray
     source: str
@@ -92,7 +97,8 @@ def analyse(run: Run, cycle, background: Background, obs: Observations) -> Analy
     if obs.n_obs == 0:
         return Analysed(None, obs.mask, 0.0)
     t0 = time.perf_counter()
-    analysis, used = _assimilate(run.exp.core, background.trajectory, obs.window(run.exp))
+    index = np.int64(cycle.index)  # traced: one compilation for every cycle
+    analysis, used = _assimilate(run.exp.core, background.trajectory, obs.window(run.exp), index)
     analysis, used_mask = jax.device_get((analysis, used.mask))
     code = int(vc.result_code(analysis.result))
     run_logger().info(
@@ -124,9 +130,10 @@ def gate(run: Run, cycle, background: Background, obs: Observations, analysed: A
 
 
 @task(name="forecast-product", task_run_name="forecast-product/{cycle}", **_TASK)
-def forecast_product(run: Run, cycle, judged: Judged) -> np.ndarray:
-    """Step 6 of the cycle: the forecast at the lead steps from the accepted window end."""
-    return np.asarray(_product(run.exp.core, judged.accepted))
+def forecast_product(run: Run, cycle, judged: Judged) -> tuple:
+    """Step 6 of the cycle: the forecast at the lead steps from the accepted window end
+    (an ensemble's mean), and an ensemble's forecast spread by lead (else `None`)."""
+    return jax.device_get(_product(run.exp.core, judged.accepted))
 
 
 @task(name="persist", task_run_name="persist/{cycle}", **_TASK)
@@ -152,12 +159,14 @@ def persist(
 def _record(background, analysed, report, accepted, handed_on, product=None) -> vc.CycleRecord:
     """The cycle's `vardax_core.CycleRecord` from the per-cycle steps' results."""
     n = background.trajectory.shape[-1]
-    return vc.CycleRecord(
-        background=background.trajectory,
-        analysis=analysed.analysis,
-        gate=report,
-        accepted=np.asarray(accepted),
-        handed_on=np.asarray(handed_on),
-        obs_mask=np.asarray(analysed.used_mask),
-        forecast=np.zeros((0, n)) if product is None else product,
+    forecast, spread = (np.zeros((0, n)), None) if product is None else product
+    return vc.CycleRecord.of(
+        background.trajectory,
+        analysed.analysis,
+        report,
+        np.asarray(accepted),
+        np.asarray(handed_on),
+        np.asarray(analysed.used_mask),
+        forecast,
+        spread,
     )

@@ -198,6 +198,8 @@ class Analysis(eqx.Module):
     - `iterations`: minimiser steps (outer loops for incremental 4DVar; 0 for OI).
     - `result`: an `AnalysisResult`.
     - `model_error`: `(T, n)` estimated model errors `η` (weak-constraint 4DVar), else `None`.
+    - `ensemble`: `(N, T+1, n)` the analysis ensemble over the window (ensemble methods,
+      whose `trajectory` is its mean), else `None`.
     """
 
     trajectory: jax.Array
@@ -206,6 +208,7 @@ class Analysis(eqx.Module):
     iterations: jax.Array
     result: AnalysisResult
     model_error: jax.Array | None = None
+    ensemble: jax.Array | None = None
 
     @property
     def initial(self) -> jax.Array:
@@ -279,6 +282,8 @@ class AbstractAnalysisMethod(eqx.Module):
     - `window_observations`: it applies a window's own operators and errors
       (`ObsWindow.operator`, `ObsWindow.error_std`, through `map_times`), so it takes
       observations at positions and each observation's error.
+    - `ensemble`: it analyses an ensemble (`AbstractEnsembleMethod`): the cycle carries
+      `members` states, forecasts each, and hands on the analysis ensemble.
     """
 
     obs_operator: eqx.AbstractVar[AbstractObsOperator]
@@ -288,6 +293,7 @@ class AbstractAnalysisMethod(eqx.Module):
     learned: ClassVar[bool] = False
     samples_posterior: ClassVar[bool] = False
     window_observations: ClassVar[bool] = False
+    ensemble: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
@@ -332,39 +338,58 @@ class AbstractAnalysisMethod(eqx.Module):
                 f"({background.shape[0]}, {self.obs_operator.obs_size}) — one row per window "
                 f"time, one column per observation of obs_operator"
             )
-        finite = jnp.all(jnp.isfinite(background))
-        has_obs = jnp.any(obs.mask)
-        analysis = self._analyse(jnp.where(finite, background, 0.0), obs)
-        keep_background = ~finite | ~has_obs
-        trajectory = jnp.where(keep_background, background, analysis.trajectory)
-        # a non-finite analysis keeps the method's own failure (a singular solve, a failed
-        # minimiser) when it names one: that is what happened
-        named_failure = (analysis.result != AnalysisResult.successful) & (
-            analysis.result != AnalysisResult.max_steps_reached
-        )
-        result = AnalysisResult.where(
-            ~finite,
-            AnalysisResult.nonfinite_background,
+        return guarded(background, self._analyse, obs)
+
+
+def guarded(background, analyse, obs: ObsWindow, ensemble=None) -> Analysis:
+    """`analyse(background, obs)` (or `analyse(ensemble, obs)` for an ensemble method, whose
+    `background` is the ensemble's mean) with the protocol's guarantees: the background
+    (and its ensemble) handed back with a result code when it is not finite or the window
+    has no observations, and a non-finite analysis named as such unless the method named
+    its own failure."""
+    finite = jnp.all(jnp.isfinite(background))
+    if ensemble is not None:
+        finite = finite & jnp.all(jnp.isfinite(ensemble))
+    has_obs = jnp.any(obs.mask)
+    if ensemble is None:
+        analysis = analyse(jnp.where(finite, background, 0.0), obs)
+    else:
+        analysis = analyse(jnp.where(finite, ensemble, 0.0), obs)
+    keep_background = ~finite | ~has_obs
+    trajectory = jnp.where(keep_background, background, analysis.trajectory)
+    members = None
+    if ensemble is not None:
+        members = jnp.where(keep_background, ensemble, analysis.ensemble)
+    # a non-finite analysis keeps the method's own failure (a singular solve, a failed
+    # minimiser) when it names one: that is what happened
+    named_failure = (analysis.result != AnalysisResult.successful) & (
+        analysis.result != AnalysisResult.max_steps_reached
+    )
+    all_finite = jnp.all(jnp.isfinite(trajectory))
+    if members is not None:
+        all_finite = all_finite & jnp.all(jnp.isfinite(members))
+    result = AnalysisResult.where(
+        ~finite,
+        AnalysisResult.nonfinite_background,
+        AnalysisResult.where(
+            ~has_obs,
+            AnalysisResult.no_observations,
             AnalysisResult.where(
-                ~has_obs,
-                AnalysisResult.no_observations,
-                AnalysisResult.where(
-                    jnp.all(jnp.isfinite(trajectory)) | named_failure,
-                    analysis.result,
-                    AnalysisResult.nonfinite_analysis,
-                ),
+                all_finite | named_failure, analysis.result, AnalysisResult.nonfinite_analysis
             ),
-        )
-        model_error = analysis.model_error
-        if model_error is not None:
-            model_error = jnp.where(keep_background, 0.0, model_error)
-        # a non-finite background has no meaningful cost
-        cost_before = jnp.where(finite, analysis.cost_before, jnp.nan)
-        return Analysis(
-            trajectory=trajectory,
-            cost_before=cost_before,
-            cost_after=jnp.where(keep_background, cost_before, analysis.cost_after),
-            iterations=jnp.where(keep_background, 0, analysis.iterations),
-            result=result,
-            model_error=model_error,
-        )
+        ),
+    )
+    model_error = analysis.model_error
+    if model_error is not None:
+        model_error = jnp.where(keep_background, 0.0, model_error)
+    # a non-finite background has no meaningful cost
+    cost_before = jnp.where(finite, analysis.cost_before, jnp.nan)
+    return Analysis(
+        trajectory=trajectory,
+        cost_before=cost_before,
+        cost_after=jnp.where(keep_background, cost_before, analysis.cost_after),
+        iterations=jnp.where(keep_background, 0, analysis.iterations),
+        result=result,
+        model_error=model_error,
+        ensemble=members,
+    )

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from ._analysis import AbstractAnalysisMethod, Analysis, ObsWindow, predicted_obs
 from ._dynamics import AbstractForwardModel
+from ._ensemble import cycle_key
 from ._gates import Gate, GateReport
 from ._metrics import rmse_t
 from ._obs import AbstractObsOperator
@@ -57,10 +58,12 @@ def accepted_trajectory(background, analysis: Analysis, obs: ObsWindow, report=N
 
 
 def _hand_on(background, analysis: Analysis, obs: ObsWindow, report: GateReport | None):
-    """`(trajectory, HANDED_ON code)` of what the cycle hands on."""
+    """`(trajectory, HANDED_ON code)` of what the cycle hands on (for an ensemble
+    `background` `(N, W+1, n)`, the analysis or the background ensemble)."""
     has_obs = jnp.any(obs.mask)
     use = has_obs if report is None else has_obs & report.passed
-    out = jnp.where(use, analysis.trajectory, background)
+    analysed = analysis.trajectory if analysis.ensemble is None else analysis.ensemble
+    out = jnp.where(use, analysed, background)
     code = jnp.where(use, 0, 1)
     if report is not None and report.oracle_trajectory is not None:
         oracle = report.oracle_trajectory
@@ -75,9 +78,15 @@ class CycleRecord(eqx.Module):
 
     - `background`, `analysis` (an `Analysis`), `accepted`: `(W+1, n)` over the window;
       `accepted` is what the cycle hands on (see `handed_on`, an index of `HANDED_ON`).
+      For an ensemble method these are the ensemble means.
     - `gate`: the gate's `GateReport` (`None` for a cycle without a gate).
     - `obs_mask`: `(W+1, m)` the observations assimilated (after the background check).
-    - `forecast`: `(L, n)` the product forecast at the lead steps after the window end.
+    - `forecast`: `(L, n)` the product forecast at the lead steps after the window end
+      (from the accepted ensemble's mean).
+    - `background_ensemble`, `accepted_ensemble`: `(N, W+1, n)` the members (ensemble
+      methods; else `None`).
+    - `forecast_spread`: `(L,)` the accepted members' forecast spread at the lead steps
+      (standard deviation over members, mean over the state; ensemble methods).
     """
 
     background: jax.Array
@@ -87,6 +96,29 @@ class CycleRecord(eqx.Module):
     handed_on: jax.Array
     obs_mask: jax.Array
     forecast: jax.Array
+    background_ensemble: jax.Array | None = None
+    accepted_ensemble: jax.Array | None = None
+    forecast_spread: jax.Array | None = None
+
+    @classmethod
+    def of(cls, background, analysis, gate, accepted, handed_on, obs_mask, forecast, spread=None):
+        """The record of a cycle's pieces; an ensemble's `background` and `accepted`
+        `(N, W+1, n)` are kept as members and summarised by their means."""
+        if jnp.ndim(background) == 3:
+            mean = lambda a: jnp.mean(a, axis=0)  # noqa: E731
+            return cls(
+                mean(background),
+                analysis,
+                gate,
+                mean(accepted),
+                handed_on,
+                obs_mask,
+                forecast,
+                background,
+                accepted,
+                spread,
+            )
+        return cls(background, analysis, gate, accepted, handed_on, obs_mask, forecast)
 
 
 CycleOutput = CycleRecord
@@ -102,6 +134,12 @@ class Cycle(eqx.Module):
       (`None`: no gross-error check).
     - `window`: model steps per assimilation window; `leads`: model steps after the window
       end of the product forecast.
+    - `seed`: keys the random numbers of an ensemble method, with the cycle's index
+      (`cycle_key`).
+
+    For an ensemble method (`method.ensemble`) the state a cycle starts from and hands on
+    is the ensemble `(N, n)`: each member is forecast (one `vmap` over the model), the
+    background check and the product forecast use the ensemble mean.
     """
 
     model: AbstractForwardModel
@@ -110,6 +148,7 @@ class Cycle(eqx.Module):
     check: BackgroundCheck | None = None
     window: int = eqx.field(static=True, default=1)
     leads: tuple[int, ...] = eqx.field(static=True, default=(), converter=tuple)
+    seed: int = eqx.field(static=True, default=0)
 
     def __check_init__(self):
         if self.window < 1:
@@ -117,15 +156,26 @@ class Cycle(eqx.Module):
         if any(k < 0 for k in self.leads) or list(self.leads) != sorted(set(self.leads)):
             raise ValueError(f"Cycle: leads must be increasing steps >= 0, got {self.leads}")
 
+    @property
+    def ensemble(self) -> bool:
+        return self.method.ensemble
+
     def forecast(self, x_start) -> jax.Array:
-        """Step 2: the background `(W+1, n)`, the forecast from `x_start` over the window."""
+        """Step 2: the background `(W+1, n)`, the forecast from `x_start` over the window
+        (an ensemble's `(N, W+1, n)`, each member's)."""
+        if self.ensemble:
+            return jax.vmap(lambda x: self.model.rollout(x, self.window))(x_start)
         return self.model.rollout(x_start, self.window)
 
-    def assimilate(self, background, obs: ObsWindow) -> tuple[Analysis, ObsWindow]:
-        """Step 3: the background check, then the method. **Returns** the analysis and the
-        observations it assimilated."""
+    def assimilate(self, background, obs: ObsWindow, index=0) -> tuple[Analysis, ObsWindow]:
+        """Step 3: the background check, then the method (an ensemble method with the
+        random key of cycle `index`). **Returns** the analysis and the observations it
+        assimilated."""
         if self.check is not None:
-            obs = self.check(background, obs)
+            mean = jnp.mean(background, axis=0) if self.ensemble else background
+            obs = self.check(mean, obs)
+        if self.ensemble:
+            return self.method(background, obs, cycle_key(self.seed, index, 1)), obs
         return self.method(background, obs), obs
 
     def judge(self, background, analysis: Analysis, obs: ObsWindow):
@@ -135,39 +185,62 @@ class Cycle(eqx.Module):
         return report, accepted, code
 
     def product(self, accepted) -> jax.Array:
-        """Step 6: the forecast `(L, n)` at the lead steps from the accepted window end."""
-        return lead_forecasts(self.model, accepted[-1], self.leads)
+        """Step 6: the forecast `(L, n)` at the lead steps from the accepted window end (an
+        ensemble's mean)."""
+        end = jnp.mean(accepted[:, -1], axis=0) if self.ensemble else accepted[-1]
+        return lead_forecasts(self.model, end, self.leads)
+
+    def product_spread(self, accepted) -> jax.Array | None:
+        """An ensemble's forecast spread `(L,)` at the lead steps: each accepted member
+        forecast from the window end (`None` for a single state)."""
+        if not self.ensemble:
+            return None
+        members = jax.vmap(lambda x: lead_forecasts(self.model, x, self.leads))(accepted[:, -1])
+        return jnp.mean(jnp.std(members, axis=0, ddof=1), axis=-1)
+
+    def hand_on(self, accepted, shift: int) -> jax.Array:
+        """The state the next cycle starts from, `shift` steps into the accepted window."""
+        return accepted[:, shift] if self.ensemble else accepted[shift]
 
 
-def cycle_step(cycle: Cycle, x_start, obs: ObsWindow) -> CycleRecord:
-    """One cycle from the state `x_start` at its cycle point with its window's observations
-    (`T+1 = window + 1` rows; row 0, the cycle point, belongs to the previous cycle):
-    forecast → background check → analysis → gate → hand on → product forecast.
+def cycle_step(cycle: Cycle, x_start, obs: ObsWindow, index=0) -> CycleRecord:
+    """One cycle from the state `x_start` (an ensemble's `(N, n)`) at its cycle point with
+    its window's observations (`T+1 = window + 1` rows; row 0, the cycle point, belongs to
+    the previous cycle): forecast → background check → analysis → gate → hand on →
+    product forecast. `index` is the cycle's index on its axis (it keys an ensemble
+    method's random numbers).
     """
     background = cycle.forecast(x_start)
-    analysis, used = cycle.assimilate(background, obs)
+    analysis, used = cycle.assimilate(background, obs, index)
     report, accepted, code = cycle.judge(background, analysis, used)
-    return CycleRecord(
-        background=background,
-        analysis=analysis,
-        gate=report,
-        accepted=accepted,
-        handed_on=code,
-        obs_mask=used.mask,
-        forecast=cycle.product(accepted),
+    return CycleRecord.of(
+        background,
+        analysis,
+        report,
+        accepted,
+        code,
+        used.mask,
+        cycle.product(accepted),
+        cycle.product_spread(accepted),
     )
 
 
 def run_cycles(
-    cycle: Cycle, first_background, obs: ObsWindow, n_cycles: int, shift: int | None = None
+    cycle: Cycle,
+    first_background,
+    obs: ObsWindow,
+    n_cycles: int,
+    shift: int | None = None,
+    first_index=0,
 ) -> CycleRecord:
     """`n_cycles` cycles over `obs` (one row per model step), each `cycle_step`.
 
     Cycle `c` starts `c·shift` model steps in, from what the previous cycle handed on
     `shift` steps into its window (`shift = window`: back-to-back windows; `shift < window`:
     overlapping windows, as DAPPER's 4D-Var slides its lag); row 0 of each window was
-    assimilated by the previous cycle and is masked. **Returns** the records batched over
-    cycles.
+    assimilated by the previous cycle and is masked. `first_background` is an ensemble
+    `(N, n)` for an ensemble method; `first_index` the index of the first cycle.
+    **Returns** the records batched over cycles.
     """
     window = cycle.window
     shift = window if shift is None else shift
@@ -181,15 +254,22 @@ def run_cycles(
             f"run_cycles: {n_cycles} cycles of window {window}, shift {shift} need {needed} "
             f"observation rows, got {obs.n_times}"
         )
-    cycle.model.check_state(jnp.asarray(first_background), "first_background")
+    first = jnp.asarray(first_background)
+    if cycle.ensemble and (first.ndim != 2 or first.shape[0] != cycle.method.members):
+        raise ValueError(
+            f"run_cycles: first_background of an ensemble method must be (members, n) = "
+            f"({cycle.method.members}, {cycle.model.state_size}), got {tuple(first.shape)}"
+        )
+    cycle.model.check_state(first[0] if cycle.ensemble else first, "first_background")
 
     def one(x_start, c):
         rows = obs.rows(c * shift, window + 1)
         rows = eqx.tree_at(lambda o: o.mask, rows, rows.mask.at[0].set(False))
-        record = cycle_step(cycle, x_start, rows)
-        return record.accepted[shift], record
+        record = cycle_step(cycle, x_start, rows, first_index + c)
+        accepted = record.accepted if record.accepted_ensemble is None else record.accepted_ensemble
+        return cycle.hand_on(accepted, shift), record
 
-    _, records = jax.lax.scan(one, jnp.asarray(first_background), jnp.arange(n_cycles))
+    _, records = jax.lax.scan(one, first, jnp.arange(n_cycles))
     return records
 
 

@@ -5,6 +5,11 @@ innovations are consistent with `H B Hᵀ + R` (χ²/dof within bounds), no incr
 `increment_sigma`·σ_b, and — with an oracle (learned methods) — it agrees with the
 oracle's posterior. Each check has its flag in the report; `GATE_CHECKS` names them and
 `GateReport.failures` packs the failed ones into one code.
+
+For an ensemble (a background `(N, W+1, n)`) the innovations are measured against
+`H Pₑ Hᵀ + R`, the ensemble's own covariance (spread against error: a diverging ensemble,
+whose spread is far below its error, fails χ²), and the ensemble must not have collapsed
+(its mean spread at the window end at least `min_spread`).
 """
 
 import equinox as eqx
@@ -25,7 +30,7 @@ from ._cov import AbstractCovariance
 from ._obs import AbstractObsOperator
 from ._posterior import PosteriorAgreement
 
-GATE_CHECKS = ("background_finite", "analysis_finite", "chi2", "increment", "oracle")
+GATE_CHECKS = ("background_finite", "analysis_finite", "chi2", "increment", "oracle", "spread")
 """The gate's checks, in the order of the bits of `GateReport.failures`."""
 
 
@@ -51,6 +56,9 @@ class GateReport(eqx.Module):
       fraction of states within `k` of them (NaN without an oracle).
     - `oracle_trajectory`: with an oracle and `oracle_fallback`, the oracle's analysis,
       which `accepted_trajectory` hands on in place of a rejected analysis.
+    - `spread`, `spread_ok`: an ensemble's background spread (the standard deviation over
+      members, averaged over the state at the window end) and whether it is at least the
+      gate's `min_spread` (NaN and true without an ensemble).
     """
 
     passed: jax.Array
@@ -66,12 +74,14 @@ class GateReport(eqx.Module):
     oracle_max_sigma: jax.Array
     oracle_fraction: jax.Array
     oracle_trajectory: jax.Array | None = None
+    spread: jax.Array | float = float("nan")
+    spread_ok: jax.Array | bool = True
 
     @property
     def failures(self) -> jax.Array:
         """The failed checks as one code: bit `k` set when `GATE_CHECKS[k]` failed (0: passed)."""
         flags = (self.background_finite, self.finite, self.chi2_ok, self.increment_ok)
-        flags += (self.oracle_ok,)
+        flags += (self.oracle_ok, self.spread_ok)
         return sum(jnp.where(ok, 0, 1 << k) for k, ok in enumerate(flags))
 
 
@@ -90,7 +100,7 @@ class Gate(eqx.Module):
     `Gate.for_method` asks the method); `oracle` an optional `PosteriorAgreement` (learned
     methods: the analysis must agree with strong 4DVar's Laplace posterior);
     `oracle_fallback`: a rejected analysis is replaced by the oracle's (when that is
-    finite) instead of the background.
+    finite) instead of the background; `min_spread`: the floor of an ensemble's spread.
     """
 
     obs_operator: AbstractObsOperator
@@ -101,6 +111,7 @@ class Gate(eqx.Module):
     increments_at_start: bool = eqx.field(static=True, default=False)
     oracle: PosteriorAgreement | None = None
     oracle_fallback: bool = eqx.field(static=True, default=False)
+    min_spread: float = eqx.field(static=True, default=0.0)
 
     def __check_init__(self):
         lo, hi = self.chi2_dof_bounds
@@ -129,16 +140,45 @@ class Gate(eqx.Module):
         solver = innovation_solver(self.prior_cov, obs_operator.obs_size)
         return jnp.vdot(d, lx.linear_solve(S, d, solver, throw=False).value), jnp.sum(d)
 
+    def _ensemble_quadratic(self, obs_operator, obs_cov, members, y, mask):
+        # dᵀ (Ỹᵀ Ỹ + I)⁻¹ d in whitened space, Ỹ = Y / √(N−1), by Woodbury in ensemble space
+        predicted = jax.vmap(obs_operator)(members)
+        mean = jnp.mean(predicted, axis=0)
+        Y = jax.vmap(lambda v: obs_cov.masked_whiten(v, mask))(predicted - mean)
+        Y = Y / jnp.sqrt(members.shape[0] - 1.0)
+        raw = jnp.where(mask, y - mean, 0.0)
+        d = obs_cov.masked_whiten(raw, mask)
+        C = Y @ Y.T + jnp.eye(Y.shape[0], dtype=Y.dtype)
+        Yd = Y @ d
+        return jnp.vdot(d, d) - jnp.vdot(Yd, jnp.linalg.solve(C, Yd)), jnp.sum(raw)
+
     def __call__(self, background, analysis: Analysis, obs: ObsWindow) -> GateReport:
         background_finite = jnp.all(jnp.isfinite(background))
-        xb = jnp.where(background_finite, background, 0.0)
-        q, d_sum = map_times(
-            self._quadratic, obs, self.obs_operator, self.obs_cov, xb, obs.values, obs.mask
-        )
+        ensemble = jnp.ndim(background) == 3  # members first
+        if ensemble:
+            members = jnp.where(background_finite, background, 0.0)
+            xb = jnp.mean(members, axis=0)
+            q, d_sum = map_times(
+                self._ensemble_quadratic,
+                obs,
+                self.obs_operator,
+                self.obs_cov,
+                jnp.swapaxes(members, 0, 1),
+                obs.values,
+                obs.mask,
+            )
+            spread = jnp.mean(jnp.std(members[:, -1], axis=0, ddof=1))
+            spread_ok = spread >= self.min_spread
+        else:
+            xb = jnp.where(background_finite, background, 0.0)
+            q, d_sum = map_times(
+                self._quadratic, obs, self.obs_operator, self.obs_cov, xb, obs.values, obs.mask
+            )
+            spread, spread_ok = jnp.nan, jnp.asarray(True)
         n_obs = jnp.sum(obs.mask)
         chi2_dof = jnp.where(n_obs > 0, jnp.sum(q) / jnp.maximum(n_obs, 1), jnp.nan)
         sigma_b = jnp.sqrt(self.prior_cov.diagonal())
-        delta = analysis.trajectory - background
+        delta = analysis.trajectory - xb
         if self.increments_at_start:
             delta = delta[:1]
         increment = jnp.max(jnp.abs(delta) / sigma_b)
@@ -154,7 +194,7 @@ class Gate(eqx.Module):
             oracle_ok = oracle_ok | (n_obs == 0)
         oracle_ok = jnp.asarray(oracle_ok)
         return GateReport(
-            passed=finite & background_finite & chi2_ok & increment_ok & oracle_ok,
+            passed=finite & background_finite & chi2_ok & increment_ok & oracle_ok & spread_ok,
             background_finite=background_finite,
             finite=finite,
             chi2_ok=chi2_ok,
@@ -167,6 +207,8 @@ class Gate(eqx.Module):
             oracle_max_sigma=jnp.asarray(oracle_max, float),
             oracle_fraction=jnp.asarray(oracle_fraction, float),
             oracle_trajectory=oracle_traj if self.oracle_fallback else None,
+            spread=jnp.asarray(spread, float),
+            spread_ok=spread_ok,
         )
 
     def explain(self, report: GateReport) -> str:
@@ -186,6 +228,11 @@ class Gate(eqx.Module):
             problems.append(
                 f"increment {value['increment_max_sigma']:.3g} sigma_b above {self.increment_sigma}"
             )
+        if not flags["spread_ok"]:
+            problems.append(
+                f"ensemble spread {value['spread']:.3g} below min_spread {self.min_spread} "
+                "(collapsed)"
+            )
         if not flags["oracle_ok"] and self.oracle is not None:
             o = self.oracle
             problems.append(
@@ -196,5 +243,5 @@ class Gate(eqx.Module):
         return "; ".join(problems)
 
 
-_FLAGS = ("background_finite", "finite", "chi2_ok", "increment_ok", "oracle_ok")
-_VALUES = ("chi2_dof", "increment_max_sigma", "oracle_fraction", "oracle_max_sigma")
+_FLAGS = ("background_finite", "finite", "chi2_ok", "increment_ok", "oracle_ok", "spread_ok")
+_VALUES = ("chi2_dof", "increment_max_sigma", "oracle_fraction", "oracle_max_sigma", "spread")

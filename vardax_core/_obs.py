@@ -40,6 +40,12 @@ class AbstractObsOperator(eqx.Module):
         """The Jacobian `H'(x)` as a (matrix-free) lineax operator."""
         return lx.JacobianLinearOperator(lambda z, _: self(z), x)
 
+    def positions(self, shape: tuple[int, ...]) -> jax.Array | None:
+        """Where each observation is on the state's grid of `shape`: `(m, d)` in grid units
+        (what localisation measures distances from); `None` (default) when the operator
+        does not say. An operator of one's own defines it to be localised."""
+        return None
+
 
 class LinearObs(AbstractObsOperator):
     """`H(x) = A x` for a matrix or any lineax operator `A`."""
@@ -128,6 +134,10 @@ class _AbstractIndexedObs(AbstractObsOperator):
 
     def _select(self, x):
         return x[np.asarray(self.indices)]
+
+    def positions(self, shape):
+        index = np.unravel_index(np.asarray(self.indices), tuple(shape))
+        return jnp.asarray(np.stack(index, axis=-1), float)
 
 
 class SubsetObs(_AbstractIndexedObs):
@@ -279,6 +289,16 @@ class InterpolationObs(AbstractObsOperator):
     def linearise(self, x):
         return lx.FunctionLinearOperator(self, jax.ShapeDtypeStruct(x.shape, x.dtype))
 
+    def positions(self, shape):
+        # the lower corner (corner 0) plus, per axis, the weight of the corners above it
+        lower = jnp.stack(jnp.unravel_index(self.corners[..., 0], self.shape), axis=-1)
+        d = len(self.shape)
+        upper = [
+            sum(self.weights[..., k] for k, c in enumerate(np.ndindex(*(2,) * d)) if c[axis])
+            for axis in range(d)
+        ]
+        return lower + jnp.stack(upper, axis=-1)
+
 
 class BilinearObs(AbstractObsOperator):
     """Observes a 2-D periodic field (flattened row-major, `shape = (ny, nx)`) at points
@@ -316,6 +336,9 @@ class BilinearObs(AbstractObsOperator):
 
     def __call__(self, x):
         return jnp.sum(x[self._corners] * self._weights.astype(x.dtype), axis=1)
+
+    def positions(self, shape):
+        return self.points
 
     def linearise(self, x):
         return lx.FunctionLinearOperator(self, jax.ShapeDtypeStruct(x.shape, x.dtype))

@@ -1,0 +1,615 @@
+"""Ensemble data assimilation: the stochastic EnKF, the ETKF, the local ETKF, the iterative
+ensemble Kalman smoother and hybrid ensemble-variational analysis, with their inflation
+and localisation — all `AbstractEnsembleMethod`s.
+
+An ensemble method takes the background ensemble over the window (`(N, T+1, n)`, each
+member forecast from the previous analysis ensemble) and the window's observations, and
+returns an `Analysis` whose `ensemble` is the analysis ensemble and whose `trajectory` is
+its mean. Observations at several window times are assimilated together, as the
+asynchronous (4D) filters do (Hunt et al. 2007, Sakov et al. 2010): the members'
+predicted observations at each time give the anomalies, and one transform in ensemble
+space updates the whole window — at the window end exactly the filter's analysis.
+
+Notation (as in DAPPER): `A` the background anomalies (members minus their mean), `Y`
+the predicted observations' anomalies and `d` the innovation of the mean, both whitened
+by `R^{-1/2}` and zero where nothing was observed; `w` weights in ensemble space.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+
+from ._analysis import (
+    AbstractAnalysisMethod,
+    Analysis,
+    AnalysisResult,
+    ObsWindow,
+    guarded,
+    map_times,
+    obs_cost,
+)
+from ._cov import AbstractCovariance
+from ._dynamics import AbstractForwardModel
+from ._obs import AbstractObsOperator
+
+# --- keys, inflation, localisation ------------------------------------------------------------
+
+
+def cycle_key(seed: int, index, stream: int = 0) -> jax.Array:
+    """The random key of cycle `index` of an experiment of `seed`, for `stream` (0: the
+    initial ensemble, 1: the analysis): a cycle's random numbers depend on nothing else,
+    so a resumed run draws what an uninterrupted one drew."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), index), stream)
+
+
+def initial_ensemble(x, prior_cov: AbstractCovariance, key, members: int) -> jax.Array:
+    """`members` states `x + B^{1/2} ξ`, `ξ ~ N(0, I)`, recentred on `x` (`(N, n)`): the
+    first cycle's ensemble, spread as the background error `B` says."""
+    xi = jax.random.normal(key, (members, prior_cov.size), jnp.asarray(x).dtype)
+    noise = jax.vmap(prior_cov.sqrt_mv)(xi)
+    return x + noise - jnp.mean(noise, axis=0)
+
+
+class Inflation(eqx.Module):
+    """What keeps an ensemble's spread honest, applied to the analysis anomalies (as
+    DAPPER's `infl`): `factor` multiplies them; then relaxation to prior spread (RTPS,
+    Whitaker & Hamill 2012) scales them at each state variable by
+    `1 + rtps·(σ_b − σ_a)/σ_a`."""
+
+    factor: float = eqx.field(static=True, default=1.0)
+    rtps: float = eqx.field(static=True, default=0.0)
+
+    def __check_init__(self):
+        if not self.factor >= 1.0:
+            raise ValueError(f"Inflation: factor must be >= 1, got {self.factor}")
+        if not 0.0 <= self.rtps <= 1.0:
+            raise ValueError(f"Inflation: rtps must be in [0, 1], got {self.rtps}")
+
+    def __call__(self, background, analysis) -> jax.Array:
+        """The inflated analysis ensemble (`(N, …, n)`, members first)."""
+        mean = jnp.mean(analysis, axis=0)
+        anomalies = self.factor * (analysis - mean)
+        if self.rtps:
+            sigma_b = jnp.std(background, axis=0, ddof=1)
+            sigma_a = jnp.std(anomalies, axis=0, ddof=1)
+            safe = jnp.where(sigma_a > 0, sigma_a, 1.0)
+            scale = jnp.where(sigma_a > 0, 1.0 + self.rtps * (sigma_b - sigma_a) / safe, 1.0)
+            anomalies = anomalies * scale
+        return mean + anomalies
+
+
+def gaspari_cohn(r) -> jax.Array:
+    """The Gaspari–Cohn (1999, eq. 4.10) fifth-order taper at `r` = distance / half-width:
+    1 at 0, 0 from 2 on."""
+    r = jnp.abs(r)
+    inner = 1 - 5 / 3 * r**2 + 5 / 8 * r**3 + 1 / 2 * r**4 - 1 / 4 * r**5
+    outer = 4 - 5 * r + 5 / 3 * r**2 + 5 / 8 * r**3 - 1 / 2 * r**4 + 1 / 12 * r**5 - 2 / (3 * r)
+    return jnp.where(r <= 1, inner, jnp.where(r < 2, outer, 0.0))
+
+
+_GC_HALF_WIDTH = 1.82
+"""Gaspari–Cohn half-width per unit of `radius` (DAPPER's constant, so that a radius means
+what it means there): the taper is 0.63 at the radius, near a Gaussian of that standard
+deviation, and zero beyond 3.64 radii."""
+
+
+class Localisation(eqx.Module):
+    """Tapers the influence of an observation by its distance from a state variable:
+    Gaspari–Cohn of half-width `1.82 × radius` — 0.63 at `radius`, zero beyond
+    `3.64 × radius` (DAPPER's convention).
+
+    Distances are in the model's coordinates on its regular grid of `shape` (`spacing`
+    per axis; `periodic`: the shorter way round, a ring's distance for Lorenz-96).
+    `Localisation.of(model, radius)` takes all of it from the model.
+    """
+
+    radius: float = eqx.field(static=True)
+    shape: tuple[int, ...] = eqx.field(static=True, converter=tuple)
+    spacing: tuple[float, ...] = eqx.field(static=True, converter=tuple)
+    periodic: bool = eqx.field(static=True, default=True)
+
+    def __check_init__(self):
+        if not self.radius > 0:
+            raise ValueError(f"Localisation: radius must be > 0, got {self.radius}")
+        if len(self.spacing) != len(self.shape):
+            raise ValueError("Localisation: one spacing per axis of shape")
+
+    @classmethod
+    def of(cls, model: AbstractForwardModel, radius: float) -> "Localisation":
+        from ._obs import RegularGrid
+
+        grid = RegularGrid.of(model)
+        return cls(radius, grid.shape, grid.spacing, grid.periodic)
+
+    def state_positions(self) -> jax.Array:
+        """`(n, d)` grid positions of the state variables (row-major)."""
+        index = np.unravel_index(np.arange(int(np.prod(self.shape))), self.shape)
+        return jnp.asarray(np.stack(index, axis=-1), float)
+
+    def distance(self, a, b) -> jax.Array:
+        """Distances `(…a, …b)` between grid positions `a` `(…, d)` and `b` `(…, d)`."""
+        size = jnp.asarray(self.shape, float)
+        delta = jnp.abs(a[..., None, :] - b[None, ...] if a.ndim == 2 else a[:, None] - b)
+        if self.periodic:
+            delta = jnp.minimum(delta, size - delta)
+        return jnp.sqrt(jnp.sum((delta * jnp.asarray(self.spacing)) ** 2, axis=-1))
+
+    def taper(self, obs_positions) -> jax.Array:
+        """`(n, p)` coefficients of the `p` observations at `obs_positions` `(p, d)` for
+        each state variable."""
+        d = self.distance(self.state_positions(), obs_positions)
+        return gaspari_cohn(d / (_GC_HALF_WIDTH * self.radius))
+
+    def correlation_sqrt(self) -> jax.Array:
+        """`L^{1/2}` `(n, n)` of the state's localisation matrix `L_ij = ρ(d_ij)` (symmetric:
+        forms and decomposes an `n × n` matrix)."""
+        x = self.state_positions()
+        L = gaspari_cohn(self.distance(x, x) / (_GC_HALF_WIDTH * self.radius))
+        lam, V = jnp.linalg.eigh(L)
+        return (V * jnp.sqrt(jnp.clip(lam, 0.0))) @ V.T
+
+
+# --- the ensemble in observation space --------------------------------------------------------
+
+
+def observed_anomalies(
+    obs_operator: AbstractObsOperator, obs_cov: AbstractCovariance, ensemble, obs: ObsWindow
+):
+    """The ensemble seen through the window's observations, whitened: **returns**
+    `(Y (N, p), d (p,), mask (p,))` over the `p = (T+1)·m` window observations — each
+    member's predicted-observation anomaly and the innovation of their mean, zero where
+    nothing was observed."""
+
+    def at_time(H, R, members, y, mask):
+        predicted = jax.vmap(H)(members)
+        mean = jnp.mean(predicted, axis=0)
+        Y = jax.vmap(lambda v: R.masked_whiten(v, mask))(predicted - mean)
+        d = R.masked_whiten(jnp.where(mask, y - mean, 0.0), mask)
+        return Y, d
+
+    per_time = (jnp.swapaxes(ensemble, 0, 1), obs.values, obs.mask)
+    Y, d = map_times(at_time, obs, obs_operator, obs_cov, *per_time)
+    N = ensemble.shape[0]
+    return jnp.swapaxes(Y, 0, 1).reshape(N, -1), d.reshape(-1), obs.mask.reshape(-1)
+
+
+def observation_positions(obs_operator: AbstractObsOperator, obs: ObsWindow, shape):
+    """`(p, d)` grid positions of the window's observations (`ValueError` when the
+    operator does not give them)."""
+    positions = map_times(
+        lambda H, R, _: _positions_of(H, shape), obs, obs_operator, None, obs.mask
+    )
+    return positions.reshape(-1, positions.shape[-1])
+
+
+def _positions_of(H: AbstractObsOperator, shape):
+    p = H.positions(shape)
+    if p is None:
+        raise ValueError(
+            f"localisation needs the observations' positions, and {type(H).__name__} does "
+            "not give them: define its positions(shape) (see AbstractObsOperator.positions)"
+        )
+    return jnp.asarray(p, float)
+
+
+def transform(Y, d, N: int):
+    """The ETKF's analysis in ensemble space (Hunt et al. 2007): the mean's weights
+    `w̄ = P_w Y d` and the symmetric square-root transform `W = ((N−1) P_w)^{1/2}` with
+    `P_w = (Y Yᵀ + (N−1) I)^{-1}` (`Y` `(…, N, p)`, `d` `(…, p)`; batched over leading
+    axes)."""
+    C = Y @ jnp.swapaxes(Y, -1, -2)
+    return _weights(C, Y @ d[..., None], N)
+
+
+def _weights(C, Yd, N: int):
+    lam, V = jnp.linalg.eigh(C + (N - 1) * jnp.eye(N, dtype=C.dtype))
+    Pw = (V / lam[..., None, :]) @ jnp.swapaxes(V, -1, -2)
+    W = jnp.sqrt(N - 1.0) * (V * lam[..., None, :] ** -0.5) @ jnp.swapaxes(V, -1, -2)
+    return (Pw @ Yd)[..., 0], W
+
+
+def mean_preserving_rotation(key, N: int, dtype=jnp.float64) -> jax.Array:
+    """A random orthogonal `N × N` matrix `Q` with `Q 1 = 1`: mixes the members without
+    moving their mean or their covariance (DAPPER's `rot=True`)."""
+    basis = jnp.linalg.qr(
+        jnp.concatenate([jnp.ones((N, 1), dtype), jax.random.normal(key, (N, N - 1), dtype)], 1)
+    )[0]
+    inner = jnp.linalg.qr(jax.random.normal(jax.random.fold_in(key, 1), (N - 1, N - 1), dtype))[0]
+    rotation = jnp.eye(N, dtype=dtype).at[1:, 1:].set(inner)
+    return basis @ rotation @ basis.T
+
+
+def newest_rows(obs: ObsWindow, new_rows: int | None) -> ObsWindow:
+    """The window with only its last `new_rows` times' observations (`None`: all): those
+    not assimilated by earlier windows when windows slide by `new_rows` steps (single
+    assimilation of each observation, as DAPPER's iEnKS with `Shift` = `new_rows`)."""
+    if new_rows is None:
+        return obs
+    rows = jnp.arange(obs.n_times) > obs.n_times - 1 - new_rows
+    return eqx.tree_at(lambda o: o.mask, obs, obs.mask & rows[:, None])
+
+
+def _split(ensemble):
+    mean = jnp.mean(ensemble, axis=0)
+    return mean, ensemble - mean
+
+
+def _spread_cost(obs_operator, obs_cov, trajectory, obs) -> jax.Array:
+    return obs_cost(obs_operator, obs_cov, trajectory, obs)
+
+
+# --- the methods ---------------------------------------------------------------------------------
+
+
+class AbstractEnsembleMethod(AbstractAnalysisMethod):
+    """An ensemble analysis: `method(background, obs, key) -> Analysis`, `background` the
+    `(N, T+1, n)` background ensemble over the window, `key` the cycle's random key.
+
+    `prior_cov` is the background error of the first cycle's ensemble
+    (`initial_ensemble`) and what the gate measures increments by; `members` is `N`;
+    `inflation` is applied to every analysis ensemble. The returned `Analysis` has the
+    analysis ensemble in `ensemble` and its mean in `trajectory`; its costs are the
+    observation term `½ Σ ‖y − H(x̄)‖²_R` of the background and the analysis mean.
+    """
+
+    members: eqx.AbstractVar[int]
+    inflation: eqx.AbstractVar[Inflation]
+    ensemble = True
+    window_observations = True
+    four_dimensional = False
+
+    def _check_ensemble(self) -> None:
+        self._check_config()
+        if self.members < 2:
+            raise ValueError(f"{type(self).__name__}: members must be >= 2, got {self.members}")
+
+    def __call__(self, background, obs: ObsWindow, key=None) -> Analysis:
+        """**Arguments:** `background` `(N, T+1, n)`; `obs` an `ObsWindow` of `T+1` times;
+        `key` a random key (`None`: key 0).
+
+        **Returns** an `Analysis` with the analysis `ensemble`.
+        """
+        name = type(self).__name__
+        background = jnp.asarray(background)
+        expected = (self.members, obs.n_times, self.state_size)
+        if background.shape != expected:
+            raise ValueError(
+                f"{name}: background ensemble has shape {tuple(background.shape)}, expected "
+                f"(members, window times, state) = {expected}"
+            )
+        if obs.obs_size != self.obs_operator.obs_size:
+            raise ValueError(
+                f"{name}: observations have {obs.obs_size} per time, obs_operator returns "
+                f"{self.obs_operator.obs_size}"
+            )
+        key = jax.random.PRNGKey(0) if key is None else key
+        mean = jnp.mean(background, axis=0)
+        return guarded(mean, lambda E, o: self._analyse(E, o, key), obs, ensemble=background)
+
+    def _finish(self, background, analysis, obs, iterations=0, result=None) -> Analysis:
+        """The `Analysis` of an analysis ensemble, inflated."""
+        analysis = self.inflation(background, analysis)
+        xb, xa = jnp.mean(background, axis=0), jnp.mean(analysis, axis=0)
+        return Analysis(
+            trajectory=xa,
+            cost_before=_spread_cost(self.obs_operator, self.obs_cov, xb, obs),
+            cost_after=_spread_cost(self.obs_operator, self.obs_cov, xa, obs),
+            iterations=jnp.asarray(iterations),
+            result=AnalysisResult.successful if result is None else result,
+            ensemble=analysis,
+        )
+
+
+class ETKF(AbstractEnsembleMethod):
+    """The ensemble transform Kalman filter (Bishop et al. 2001; Hunt et al. 2007): the
+    analysis ensemble `x̄ + (w̄ + W) A` from the transform in ensemble space
+    (`transform`), optionally followed by a random mean-preserving rotation of the members
+    (`rotate`)."""
+
+    obs_operator: AbstractObsOperator
+    prior_cov: AbstractCovariance
+    obs_cov: AbstractCovariance
+    members: int = eqx.field(static=True)
+    inflation: Inflation = Inflation()
+    rotate: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        self._check_ensemble()
+
+    @property
+    def state_size(self):
+        return self.obs_operator.state_size
+
+    def _analyse(self, background, obs, key):
+        N = self.members
+        mean, A = _split(background)
+        Y, d, _ = observed_anomalies(self.obs_operator, self.obs_cov, background, obs)
+        w, W = transform(Y, d, N)
+        if self.rotate:
+            W = mean_preserving_rotation(key, N, W.dtype) @ W
+        T = w[None, :] + W
+        return self._finish(background, mean + jnp.einsum("ij,jtn->itn", T, A), obs)
+
+
+class EnKF(AbstractEnsembleMethod):
+    """The stochastic EnKF with perturbed observations (Burgers et al. 1998): each member
+    assimilates the observations plus a draw of their error (centred over the members),
+    `x_i + A^T (Y Yᵀ + (N−1) I)^{-1} Y (d + ε_i − Y_i)` in whitened observation space."""
+
+    obs_operator: AbstractObsOperator
+    prior_cov: AbstractCovariance
+    obs_cov: AbstractCovariance
+    members: int = eqx.field(static=True)
+    inflation: Inflation = Inflation()
+
+    def __check_init__(self):
+        self._check_ensemble()
+
+    @property
+    def state_size(self):
+        return self.obs_operator.state_size
+
+    def _analyse(self, background, obs, key):
+        N = self.members
+        _, A = _split(background)
+        Y, d, mask = observed_anomalies(self.obs_operator, self.obs_cov, background, obs)
+        eps = jax.random.normal(key, Y.shape, Y.dtype)
+        eps = jnp.where(mask, eps - jnp.mean(eps, axis=0), 0.0)
+        D = d[None, :] + eps - Y  # each member's perturbed, whitened innovation
+        C = Y @ Y.T + (N - 1) * jnp.eye(N, dtype=Y.dtype)
+        G = jnp.linalg.solve(C, Y)  # (N, p)
+        increments = jnp.einsum("ij,jtn->itn", D @ G.T, A)
+        return self._finish(background, background + increments, obs)
+
+
+class LETKF(AbstractEnsembleMethod):
+    """The local ETKF (Hunt et al. 2007): one ETKF per state variable, each with the
+    observations' inverse errors tapered by `localisation` around it (`R⁻¹ ρ`), all
+    variables at once (batched in ensemble space)."""
+
+    obs_operator: AbstractObsOperator
+    prior_cov: AbstractCovariance
+    obs_cov: AbstractCovariance
+    members: int = eqx.field(static=True)
+    localisation: Localisation
+    inflation: Inflation = Inflation()
+
+    def __check_init__(self):
+        self._check_ensemble()
+        if int(np.prod(self.localisation.shape)) != self.state_size:
+            raise ValueError(
+                f"LETKF: localisation grid {self.localisation.shape} does not hold a state "
+                f"of size {self.state_size}"
+            )
+
+    @property
+    def state_size(self):
+        return self.obs_operator.state_size
+
+    def _analyse(self, background, obs, key):
+        N = self.members
+        mean, A = _split(background)
+        Y, d, _ = observed_anomalies(self.obs_operator, self.obs_cov, background, obs)
+        shape = self.localisation.shape
+        rho = self.localisation.taper(observation_positions(self.obs_operator, obs, shape))
+        C = jnp.einsum("ap,ip,bp->iab", Y, rho, Y)  # (n, N, N): Y diag(ρ_i) Yᵀ
+        Yd = jnp.einsum("ap,ip,p->ia", Y, rho, d)[..., None]
+        w, W = _weights(C, Yd, N)  # (n, N), (n, N, N)
+        T = w[:, None, :] + W  # per variable i: T_i[a, b]
+        analysis = mean + jnp.einsum("iab,bti->ati", T, A)
+        return self._finish(background, analysis, obs)
+
+
+class IEnKS(AbstractEnsembleMethod):
+    """The iterative ensemble Kalman smoother (Bocquet & Sakov 2014), its "Sqrt" form
+    with Gauss–Newton iterations in ensemble space (iEnKF when the window holds one
+    observation time).
+
+    The control is the weights `w` of the ensemble at the window start, `x_0 = x̄_0 + A_0 w`;
+    each iteration forecasts the members `x̄_0 + (w + T) A_0` over the window, regresses
+    their observations on the ensemble (`T⁻¹ Y`), and takes a Gauss–Newton step of
+    `J(w) = ½(N−1)|w|² + ½ Σ_t ‖y_t − H(M_t(x_0))‖²_R`, with `T = ((N−1) P_w)^{1/2}` —
+    until `|δw|² < tolerance · N` or `max_iterations`. The analysis ensemble is the
+    updated window-start ensemble, inflated, forecast over the window.
+
+    `new_rows`: how many of the window's last times hold observations not assimilated
+    before (`None`: all of them) — a window that slides by fewer steps than its length,
+    DAPPER's iEnKS with `Lag` = window and `Shift` = `new_rows` (single assimilation:
+    each observation is assimilated once).
+    """
+
+    model: AbstractForwardModel
+    obs_operator: AbstractObsOperator
+    prior_cov: AbstractCovariance
+    obs_cov: AbstractCovariance
+    members: int = eqx.field(static=True)
+    inflation: Inflation = Inflation()
+    max_iterations: int = eqx.field(static=True, default=10)
+    tolerance: float = eqx.field(static=True, default=1e-5)
+    new_rows: int | None = eqx.field(static=True, default=None)
+    rotate: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        self._check_ensemble()
+        if self.max_iterations < 1:
+            raise ValueError(f"IEnKS: max_iterations must be >= 1, got {self.max_iterations}")
+        if self.new_rows is not None and self.new_rows < 1:
+            raise ValueError(f"IEnKS: new_rows must be >= 1, got {self.new_rows}")
+
+    @property
+    def state_size(self):
+        return self.obs_operator.state_size
+
+    def _analyse(self, background, obs, key):
+        N, n_steps = self.members, obs.n_times - 1
+        obs = newest_rows(obs, self.new_rows)
+        x0, A0 = _split(background[:, 0])
+        forecast = jax.vmap(lambda x: self.model.rollout(x, n_steps))
+
+        def step(carry):
+            k, w, T, Tinv, E, _ = carry
+            Y, d, _ = observed_anomalies(self.obs_operator, self.obs_cov, E, obs)
+            Y0 = Tinv @ Y  # the anomalies "de-conditioned" by the current transform
+            lam, V = jnp.linalg.eigh(Y0 @ Y0.T + (N - 1) * jnp.eye(N, dtype=Y.dtype))
+            dw = (V / lam) @ V.T @ (Y0 @ d - (N - 1) * w)
+            T = jnp.sqrt(N - 1.0) * (V * lam**-0.5) @ V.T
+            Tinv = (V * lam**0.5) @ V.T / jnp.sqrt(N - 1.0)
+            w = w + dw
+            E = forecast(x0 + (w[None, :] + T) @ A0)
+            return k + 1, w, T, Tinv, E, jnp.vdot(dw, dw)
+
+        def going(carry):
+            k, *_, dw2 = carry
+            return (k < self.max_iterations) & (dw2 >= self.tolerance * N)
+
+        eye = jnp.eye(N, dtype=background.dtype)
+        start = (0, jnp.zeros(N, background.dtype), eye, eye, background, jnp.inf)
+        k, w, T, _, analysis, dw2 = jax.lax.while_loop(going, step, start)
+        # the last iteration's members are the analysis ensemble; inflation (and a
+        # rotation) act at the window start, the control's time, and are forecast again
+        if self.rotate:
+            T = mean_preserving_rotation(key, N, T.dtype) @ T
+        if self.rotate or self.inflation != Inflation():
+            analysis = forecast(self.inflation(background[:, 0], x0 + (w[None, :] + T) @ A0))
+        result = AnalysisResult.where(
+            dw2 < self.tolerance * N, AnalysisResult.successful, AnalysisResult.max_steps_reached
+        )
+        return self._result(background, analysis, obs, k, result)
+
+    def _result(self, background, analysis, obs, iterations, result):
+        xb, xa = jnp.mean(background, axis=0), jnp.mean(analysis, axis=0)
+        return Analysis(
+            trajectory=xa,
+            cost_before=_spread_cost(self.obs_operator, self.obs_cov, xb, obs),
+            cost_after=_spread_cost(self.obs_operator, self.obs_cov, xa, obs),
+            iterations=jnp.asarray(iterations),
+            result=result,
+            ensemble=analysis,
+        )
+
+
+class HybridEnVar(AbstractEnsembleMethod):
+    """Hybrid 3D/4D-EnVar (Lorenc 2003; Buehner 2005): a variational analysis whose
+    background error covariance blends the static `B` with the localised ensemble
+    covariance,
+
+    $$B_h = β B + (1 − β)\\, L ∘ P_e, \\qquad β = \\texttt{static\\_weight},$$
+
+    through the control `v = (v_s, α_1…α_N)`: the increment at window time `t` is
+    `δx_t = √β B^{1/2} v_s + √(1−β) Σ_k a_k(t) ∘ (L^{1/2} α_k) / √(N−1)`, the ensemble
+    anomalies `a_k(t)` carrying it through the window — no tangent-linear or adjoint model
+    (4D-EnVar; a window of one time is 3D-EnVar). The static part is the same at every
+    window time. The cost `½|v|² + ½ Σ_t ‖y_t − H_t(x̄_b(t) + δx_t)‖²_R` is minimised by
+    `n_outer` Gauss–Newton loops of conjugate gradients (`n_inner`, `tolerance`).
+
+    The members are updated by the `LETKF` transform with the same localisation and
+    recentred on the variational analysis (as operational hybrids recentre their EnKF).
+    `new_rows` as for `IEnKS` (windows that slide by fewer steps than their length).
+    """
+
+    obs_operator: AbstractObsOperator
+    prior_cov: AbstractCovariance
+    obs_cov: AbstractCovariance
+    members: int = eqx.field(static=True)
+    localisation: Localisation
+    static_weight: float = eqx.field(static=True, default=0.1)
+    inflation: Inflation = Inflation()
+    n_outer: int = eqx.field(static=True, default=1)
+    n_inner: int = eqx.field(static=True, default=100)
+    tolerance: float = eqx.field(static=True, default=1e-8)
+    new_rows: int | None = eqx.field(static=True, default=None)
+    localisation_sqrt: jax.Array | None = None
+
+    def __check_init__(self):
+        self._check_ensemble()
+        if not 0.0 <= self.static_weight <= 1.0:
+            raise ValueError(
+                f"HybridEnVar: static_weight must be in [0, 1], got {self.static_weight}"
+            )
+        if self.localisation_sqrt is None:
+            raise ValueError("HybridEnVar: build it with HybridEnVar.build(...)")
+
+    @classmethod
+    def build(cls, obs_operator, prior_cov, obs_cov, members, localisation, **kwargs):
+        """The method, with `L^{1/2}` of `localisation` formed once (`n × n`)."""
+        sqrt = localisation.correlation_sqrt()
+        return cls(
+            obs_operator,
+            prior_cov,
+            obs_cov,
+            members,
+            localisation,
+            localisation_sqrt=sqrt,
+            **kwargs,
+        )
+
+    @property
+    def state_size(self):
+        return self.obs_operator.state_size
+
+    def _increment(self, v, A):
+        """`δx_t` `(T+1, n)` of the control `v = (v_s (n,), α (N, n))`."""
+        v_s, alpha = v
+        N = self.members
+        beta = self.static_weight
+        static = jnp.sqrt(beta) * self.prior_cov.sqrt_mv(v_s)
+        local = alpha @ self.localisation_sqrt.T  # (N, n): L^{1/2} α_k
+        ens = jnp.sqrt((1.0 - beta) / (N - 1.0)) * jnp.einsum("ktn,kn->tn", A, local)
+        return static[None, :] + ens
+
+    def _analyse(self, background, obs, key):
+        obs = newest_rows(obs, self.new_rows)
+        mean, A = _split(background)
+        R, H = self.obs_cov, self.obs_operator
+
+        def residual(v):
+            x = mean + self._increment(v, A)
+
+            def at_time(H_t, R_t, x_t, y, mask):
+                return R_t.masked_whiten(jnp.where(mask, y - H_t(x_t), 0.0), mask)
+
+            return map_times(at_time, obs, H, R, x, obs.values, obs.mask)
+
+        def cost(v):
+            r = residual(v)
+            return 0.5 * (
+                sum(jnp.vdot(c, c) for c in jax.tree_util.tree_leaves(v)) + jnp.vdot(r, r)
+            )
+
+        def outer(v, _):
+            r, jvp = jax.linearize(residual, v)
+            vjp = jax.linear_transpose(jvp, v)
+
+            def normal(dv):  # (I + Jᵀ J) δv
+                return jax.tree_util.tree_map(jnp.add, dv, vjp(jvp(dv))[0])
+
+            rhs = jax.tree_util.tree_map(lambda a, b: -a - b, v, vjp(r)[0])
+            operator = lx.FunctionLinearOperator(
+                normal,
+                jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), v),
+                (lx.symmetric_tag, lx.positive_semidefinite_tag),
+            )
+            solver = lx.CG(rtol=self.tolerance, atol=self.tolerance, max_steps=self.n_inner)
+            inner = lx.linear_solve(operator, rhs, solver, throw=False)
+            v = jax.tree_util.tree_map(jnp.add, v, inner.value)
+            return v, inner.result
+
+        N, n = self.members, self.state_size
+        v0 = (jnp.zeros(n, background.dtype), jnp.zeros((N, n), background.dtype))
+        v, results = jax.lax.scan(outer, v0, None, length=self.n_outer)
+        x_a = mean + self._increment(v, A)
+        letkf = LETKF(H, self.prior_cov, R, N, self.localisation)
+        members = letkf._analyse(background, obs, key).ensemble
+        members = members - jnp.mean(members, axis=0) + x_a
+        broke = jnp.any(
+            (results != lx.RESULTS.successful) & (results != lx.RESULTS.max_steps_reached)
+        )
+        out = self._finish(background, members, obs, iterations=self.n_outer)
+        result = AnalysisResult.where(
+            broke, AnalysisResult.minimiser_failed, AnalysisResult.successful
+        )
+        return eqx.tree_at(
+            lambda a: (a.cost_before, a.cost_after, a.result), out, (cost(v0), cost(v), result)
+        )
