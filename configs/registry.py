@@ -527,6 +527,13 @@ def _ensemble_kw(m: cf.EnsembleMethodConfig) -> dict:
     return {"members": m.members, "inflation": vc.Inflation(m.inflation, m.rtps)}
 
 
+def _obs_rows(b: Build) -> tuple[int, ...]:
+    """The window times that can hold observations (every `every_steps`; row 0 is the
+    previous cycle's)."""
+    every, window = b.cfg.observations.every_steps, b.cfg.cycling.window_steps
+    return tuple(range(every, window + 1, every))
+
+
 def _localisation(m, b: Build, p: MethodParts) -> vc.Localisation:
     try:
         localisation = vc.Localisation.of(b.model, m.localisation.radius)
@@ -552,17 +559,18 @@ def _localisation(m, b: Build, p: MethodParts) -> vc.Localisation:
 
 @_entry(METHODS, cf.ETKFConfig)
 def _etkf(m, b: Build, p: MethodParts):
-    return vc.ETKF(*p.as_args(), rotate=m.rotate, **_ensemble_kw(m))
+    return vc.ETKF(*p.as_args(), rotate=m.rotate, obs_rows=_obs_rows(b), **_ensemble_kw(m))
 
 
 @_entry(METHODS, cf.EnKFConfig)
 def _enkf(m, b: Build, p: MethodParts):
-    return vc.EnKF(*p.as_args(), **_ensemble_kw(m))
+    return vc.EnKF(*p.as_args(), obs_rows=_obs_rows(b), **_ensemble_kw(m))
 
 
 @_entry(METHODS, cf.LETKFConfig)
 def _letkf(m, b: Build, p: MethodParts):
-    return vc.LETKF(*p.as_args(), localisation=_localisation(m, b, p), **_ensemble_kw(m))
+    loc = _localisation(m, b, p)
+    return vc.LETKF(*p.as_args(), localisation=loc, obs_rows=_obs_rows(b), **_ensemble_kw(m))
 
 
 @_entry(METHODS, cf.IEnKSConfig)

@@ -64,7 +64,7 @@ from ._ensemble import gaspari_cohn as gaspari_cohn
 from ._ensemble import initial_ensemble as initial_ensemble
 from ._ensemble import mean_preserving_rotation as mean_preserving_rotation
 from ._ensemble import observed_anomalies as observed_anomalies
-from ._ensemble import transform as ensemble_transform
+from ._ensemble import transform as transform
 from ._gates import GATE_CHECKS as GATE_CHECKS
 from ._gates import Gate as Gate
 from ._gates import GateReport as GateReport

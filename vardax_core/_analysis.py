@@ -153,6 +153,11 @@ class ObsWindow(eqx.Module):
     def obs_size(self) -> int:
         return self.values.shape[-1]
 
+    def take(self, rows: tuple[int, ...]) -> "ObsWindow":
+        """The window of the (static) `rows` only: the times that can hold observations."""
+        index = jnp.asarray(rows, int)
+        return jax.tree_util.tree_map(lambda a: a[index] if eqx.is_array(a) else a, self)
+
     def rows(self, start, length: int) -> "ObsWindow":
         """The window of rows `start … start + length − 1` (`start` may be traced)."""
         return jax.tree_util.tree_map(

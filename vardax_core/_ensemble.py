@@ -231,6 +231,13 @@ def newest_rows(obs: ObsWindow, new_rows: int | None) -> ObsWindow:
     return eqx.tree_at(lambda o: o.mask, obs, obs.mask & rows[:, None])
 
 
+def _observed(method, ensemble, obs: ObsWindow):
+    """`observed_anomalies` over the method's `obs_rows` of the window."""
+    if method.obs_rows is not None:
+        ensemble, obs = ensemble[:, jnp.asarray(method.obs_rows)], obs.take(method.obs_rows)
+    return observed_anomalies(method.obs_operator, method.obs_cov, ensemble, obs)
+
+
 def _split(ensemble):
     mean = jnp.mean(ensemble, axis=0)
     return mean, ensemble - mean
@@ -249,7 +256,10 @@ class AbstractEnsembleMethod(AbstractAnalysisMethod):
 
     `prior_cov` is the background error of the first cycle's ensemble
     (`initial_ensemble`) and what the gate measures increments by; `members` is `N`;
-    `inflation` is applied to every analysis ensemble. The returned `Analysis` has the
+    `inflation` is applied to every analysis ensemble; `obs_rows` (the filters: ETKF, EnKF,
+    LETKF) names the window times that can hold observations (`None`: all) — what the
+    observation space of a window of many steps observed at a few is reduced to.
+    The returned `Analysis` has the
     analysis ensemble in `ensemble` and its mean in `trajectory`; its costs are the
     observation term `½ Σ ‖y − H(x̄)‖²_R` of the background and the analysis mean.
     """
@@ -313,6 +323,7 @@ class ETKF(AbstractEnsembleMethod):
     obs_cov: AbstractCovariance
     members: int = eqx.field(static=True)
     inflation: Inflation = Inflation()
+    obs_rows: tuple[int, ...] | None = eqx.field(static=True, default=None)
     rotate: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
@@ -325,7 +336,7 @@ class ETKF(AbstractEnsembleMethod):
     def _analyse(self, background, obs, key):
         N = self.members
         mean, A = _split(background)
-        Y, d, _ = observed_anomalies(self.obs_operator, self.obs_cov, background, obs)
+        Y, d, _ = _observed(self, background, obs)
         w, W = transform(Y, d, N)
         if self.rotate:
             W = mean_preserving_rotation(key, N, W.dtype) @ W
@@ -343,6 +354,7 @@ class EnKF(AbstractEnsembleMethod):
     obs_cov: AbstractCovariance
     members: int = eqx.field(static=True)
     inflation: Inflation = Inflation()
+    obs_rows: tuple[int, ...] | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         self._check_ensemble()
@@ -354,7 +366,7 @@ class EnKF(AbstractEnsembleMethod):
     def _analyse(self, background, obs, key):
         N = self.members
         _, A = _split(background)
-        Y, d, mask = observed_anomalies(self.obs_operator, self.obs_cov, background, obs)
+        Y, d, mask = _observed(self, background, obs)
         eps = jax.random.normal(key, Y.shape, Y.dtype)
         eps = jnp.where(mask, eps - jnp.mean(eps, axis=0), 0.0)
         D = d[None, :] + eps - Y  # each member's perturbed, whitened innovation
@@ -375,6 +387,7 @@ class LETKF(AbstractEnsembleMethod):
     members: int = eqx.field(static=True)
     localisation: Localisation
     inflation: Inflation = Inflation()
+    obs_rows: tuple[int, ...] | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         self._check_ensemble()
@@ -391,9 +404,10 @@ class LETKF(AbstractEnsembleMethod):
     def _analyse(self, background, obs, key):
         N = self.members
         mean, A = _split(background)
-        Y, d, _ = observed_anomalies(self.obs_operator, self.obs_cov, background, obs)
+        Y, d, _ = _observed(self, background, obs)
         shape = self.localisation.shape
-        rho = self.localisation.taper(observation_positions(self.obs_operator, obs, shape))
+        seen = obs if self.obs_rows is None else obs.take(self.obs_rows)
+        rho = self.localisation.taper(observation_positions(self.obs_operator, seen, shape))
         C = jnp.einsum("ap,ip,bp->iab", Y, rho, Y)  # (n, N, N): Y diag(ρ_i) Yᵀ
         Yd = jnp.einsum("ap,ip,p->ia", Y, rho, d)[..., None]
         w, W = _weights(C, Yd, N)  # (n, N), (n, N, N)

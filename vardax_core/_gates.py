@@ -6,10 +6,11 @@ innovations are consistent with `H B Hᵀ + R` (χ²/dof within bounds), no incr
 oracle's posterior. Each check has its flag in the report; `GATE_CHECKS` names them and
 `GateReport.failures` packs the failed ones into one code.
 
-For an ensemble (a background `(N, W+1, n)`) the innovations are measured against
-`H Pₑ Hᵀ + R`, the ensemble's own covariance (spread against error: a diverging ensemble,
-whose spread is far below its error, fails χ²), and the ensemble must not have collapsed
-(its mean spread at the window end at least `min_spread`).
+For an ensemble (a background `(N, W+1, n)`) each innovation is measured against its
+variance as the ensemble predicts it, `diag(H Pₑ Hᵀ) + σ_o²` (spread against error: a
+diverging ensemble, whose spread is far below its error, fails χ²; R is taken diagonal
+here, whitened), and the ensemble must not have collapsed (its mean spread at the window
+end at least `min_spread`).
 """
 
 import equinox as eqx
@@ -141,16 +142,16 @@ class Gate(eqx.Module):
         return jnp.vdot(d, lx.linear_solve(S, d, solver, throw=False).value), jnp.sum(d)
 
     def _ensemble_quadratic(self, obs_operator, obs_cov, members, y, mask):
-        # dᵀ (Ỹᵀ Ỹ + I)⁻¹ d in whitened space, Ỹ = Y / √(N−1), by Woodbury in ensemble space
+        # each innovation against its own predicted variance, the members' variance in that
+        # observation plus its error's (the full H Pₑ Hᵀ has rank N − 1, far below the
+        # observations' count on a field, and would take every unsampled direction for error)
         predicted = jax.vmap(obs_operator)(members)
         mean = jnp.mean(predicted, axis=0)
-        Y = jax.vmap(lambda v: obs_cov.masked_whiten(v, mask))(predicted - mean)
-        Y = Y / jnp.sqrt(members.shape[0] - 1.0)
+        spread = jax.vmap(lambda v: obs_cov.masked_whiten(v, mask))(predicted - mean)
         raw = jnp.where(mask, y - mean, 0.0)
         d = obs_cov.masked_whiten(raw, mask)
-        C = Y @ Y.T + jnp.eye(Y.shape[0], dtype=Y.dtype)
-        Yd = Y @ d
-        return jnp.vdot(d, d) - jnp.vdot(Yd, jnp.linalg.solve(C, Yd)), jnp.sum(raw)
+        variance = 1.0 + jnp.sum(spread**2, axis=0) / (members.shape[0] - 1.0)
+        return jnp.sum(jnp.where(mask, d**2 / variance, 0.0)), jnp.sum(raw)
 
     def __call__(self, background, analysis: Analysis, obs: ObsWindow) -> GateReport:
         background_finite = jnp.all(jnp.isfinite(background))
