@@ -25,6 +25,7 @@ MODEL = vc.Lorenz96(K=40, F=8.0, dt=0.05)
 H = vc.SubsetObs(range(40), 40)
 R = vc.ScaledIdentityCovariance(40, 1.0)
 RING = vc.Localisation.of(MODEL, 1.0)
+START = vc.ScaledIdentityCovariance(40, 0.01)  # the first ensemble: tight, as DAPPER starts
 
 
 def _static_b(scale: float):
@@ -78,8 +79,10 @@ def experiment(label, cfg, n_total, spinup, seed, repeats):
     method_name, N, infl, window, radius, static, b = cfg
     method, window, shift = build(method_name, N, infl, window, radius, static, b)
     n_steps = (n_total - 1) * shift + window
-    problem = vc.cycled_problem(MODEL, H, 1.0, n_steps, jax.random.PRNGKey(seed))
-    first = vc.initial_ensemble(problem.first_background, method.prior_cov, vc.cycle_key(0, 0), N)
+    problem = vc.cycled_problem(
+        MODEL, H, 1.0, n_steps, jax.random.PRNGKey(seed), first_guess_std=0.1
+    )
+    first = vc.initial_ensemble(problem.first_background, START, vc.cycle_key(0, 0), N)
     cycle = vc.Cycle(MODEL, method, window=window)
 
     @jax.jit

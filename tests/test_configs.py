@@ -19,6 +19,11 @@ def test_every_method_and_model_is_shipped():
         "weak_4dvar",
         "incremental_4dvar",
         "fourdvarnet",
+        "enkf",
+        "etkf",
+        "letkf",
+        "ienks",
+        "hybrid_envar",
     }
     assert {c.model.name for c in loaded} == {"lorenz63", "lorenz96", "lorenz96_two_level", "qg"}
     assert all(c.expected.analysis_rmse is not None for c in loaded)

@@ -46,8 +46,8 @@ class GateReport(eqx.Module):
     - `chi2_dof`: $\\frac{1}{p}\\sum_t d_t^T (H B H^T + R)^{-1} d_t$ over the `p` observations
       (NaN without observations, which passes).
     - `innovation_mean`: mean of the background innovations `y − H(x_b)`.
-    - `increment_max_sigma`: `max |x_a − x_b| / σ_b` where B describes the background
-      error: at every window time for a 3D method (which analyses each time), at the
+    - `increment_max_sigma`: `max |x_a − x_b| / σ_b` where B (for an ensemble, its spread)
+      describes the background error: at every window time for a 3D method (which analyses each time), at the
       window start only for a 4D one (whose control variable is the initial state; its
       increments later in the window are the dynamics', which can exceed σ_b many times
       over in fast, chaotic components).
@@ -179,6 +179,9 @@ class Gate(eqx.Module):
         n_obs = jnp.sum(obs.mask)
         chi2_dof = jnp.where(n_obs > 0, jnp.sum(q) / jnp.maximum(n_obs, 1), jnp.nan)
         sigma_b = jnp.sqrt(self.prior_cov.diagonal())
+        if ensemble:  # the ensemble's own background error, where it has spread
+            spread_b = jnp.std(members, axis=0, ddof=1)
+            sigma_b = jnp.where(spread_b > 0, spread_b, sigma_b)
         delta = analysis.trajectory - xb
         if self.increments_at_start:
             delta = delta[:1]
