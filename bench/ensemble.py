@@ -56,13 +56,13 @@ def build(method: str, N: int, infl: float, window: int, radius=None, static=Non
 # label -> (method, N, inflation, window, radius, static weight, B scale): inflation and
 # static weight by --tune on seed 11
 CONFIGS = {
-    "etkf N=24": ("etkf", 24, 1.02, 1, None, None, None),
-    "etkf N=10": ("etkf", 10, 1.05, 1, None, None, None),
-    "enkf N=40": ("enkf", 40, 1.06, 1, None, None, None),
-    "letkf N=7": ("letkf", 7, 1.04, 1, 4.0, None, None),
+    "etkf N=24": ("etkf", 24, 1.015, 1, None, None, None),
+    "etkf N=10": ("etkf", 10, 1.05, 1, None, None, None),  # DAPPER's, which diverges
+    "enkf N=40": ("enkf", 40, 1.045, 1, None, None, None),
+    "letkf N=7": ("letkf", 7, 1.03, 1, 4.0, None, None),
     "ienks Lag 4 N=20": ("ienks", 20, 1.01, 4, None, None, None),
-    "hybrid_envar 4D N=20": ("hybrid_envar", 20, 1.05, 4, 4.0, 0.3, 0.007),
-    "hybrid_envar 4D N=10": ("hybrid_envar", 10, 1.05, 4, 4.0, 0.3, 0.007),
+    "hybrid_envar 4D N=20": ("hybrid_envar", 20, 1.08, 4, 4.0, 0.1, 0.007),
+    "hybrid_envar 4D N=10": ("hybrid_envar", 10, 1.08, 4, 4.0, 0.1, 0.007),  # N=20's
 }
 
 TUNE = {  # label -> grids of (inflation, static weight)
