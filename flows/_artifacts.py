@@ -33,7 +33,8 @@ def artifact_key(exp, what: str) -> str:
 
 def _row(cycle, data: dict, status: str) -> dict:
     row = {"cycle": str(cycle), "status": status}
-    for name in _DIAGNOSTICS:
+    names = _DIAGNOSTICS + (("ensemble_spread",) if "ensemble_spread" in data else ())
+    for name in names:
         value = np.asarray(data.get(name, np.nan)).item()
         row[name] = round(value, 6) if isinstance(value, float) else value
     return row | {"gate": storage.GATE_VERDICT[int(data["gate_verdict"])]}
@@ -50,7 +51,9 @@ def cycle_artifacts(exp, cycle, data: dict, status: str, reason: str) -> None:
         f"## {exp.name} {cycle}: {_MARK.get(status, '')} {status}\n\n"
         + (f"**Reason:** {reason}\n\n" if reason else "")
         + f"Method `{exp.cfg.method.label}`, {row['n_obs']} observations assimilated, "
-        f"innovation χ²/dof {row['innovation_chi2_dof']}, cost {row['cost_before']} → "
+        f"innovation χ²/dof {row['innovation_chi2_dof']}, "
+        + (f"ensemble spread {row['ensemble_spread']}, " if "ensemble_spread" in data else "")
+        + f"cost {row['cost_before']} → "
         f"{row['cost_after']} in {row['iterations']} iterations; store `{exp.store_url}`."
     )
     try:

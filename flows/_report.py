@@ -73,6 +73,10 @@ def _draw_rmse(data: tasks.ReportData, table, experiment: str, path) -> list[str
     else:
         ax.plot(cycles, s["rms_increment"], color="C0", lw=1, label="RMS increment")
         ax.set_ylabel("RMS increment (no truth)")
+    if "ensemble_spread" in table and len(cycles):  # spread against error
+        spread = table["ensemble_spread"].reindex(cycles).to_numpy()
+        ax.plot(cycles, spread, color="C1", lw=1, ls="--", label="background ensemble spread")
+        lines += [f"Mean background ensemble spread {np.nanmean(spread):.4f}.", ""]
     degraded = table.index[table["status"] == "degraded"]
     for t in degraded:
         ax.axvline(t, color="C3", alpha=0.4, lw=1)

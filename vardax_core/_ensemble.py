@@ -204,21 +204,60 @@ def transform(Y, d, N: int):
 
 
 def _weights(C, Yd, N: int):
-    lam, V = jnp.linalg.eigh(C + (N - 1) * jnp.eye(N, dtype=C.dtype))
-    Pw = (V / lam[..., None, :]) @ jnp.swapaxes(V, -1, -2)
-    W = jnp.sqrt(N - 1.0) * (V * lam[..., None, :] ** -0.5) @ jnp.swapaxes(V, -1, -2)
-    return (Pw @ Yd)[..., 0], W
+    A = jnp.eye(N, dtype=C.dtype) + C / (N - 1)
+    if C.ndim > 2:  # a batch of local analyses: one batched eigh is cheaper than iterating
+        lam, V = jnp.linalg.eigh(A)
+        W = (V * lam[..., None, :] ** -0.5) @ jnp.swapaxes(V, -1, -2)
+    else:
+        _, W = sqrt_pair(A)  # ((N−1) P_w)^{1/2} = A^{-1/2}
+    return (W @ (W @ Yd))[..., 0] / (N - 1), W
+
+
+def sqrt_pair(A, tolerance: float = 1e-13, max_iterations: int = 100):
+    """`(A^{1/2}, A^{-1/2})` of symmetric positive definite `A` `(…, N, N)` with eigenvalues
+    at least 1 (`I` plus a positive semidefinite matrix: every ensemble-space matrix here), by
+    the coupled Newton–Schulz iteration on `A/c`, `c` a bound of its largest eigenvalue
+    (products of `N × N` matrices only: on a CPU a small `eigh` costs what some twenty of
+    its steps do). Converged when `‖T − I‖_F < tolerance·N`."""
+    I = jnp.eye(A.shape[-1], dtype=A.dtype)
+    c = 1.0 + jnp.sqrt(jnp.sum((A - I) ** 2, axis=(-2, -1), keepdims=True))
+
+    def step(state):
+        Y, Z, k, _ = state
+        T = 0.5 * (3.0 * I - Z @ Y)
+        return Y @ T, T @ Z, k + 1, jnp.max(jnp.sqrt(jnp.sum((T - I) ** 2, axis=(-2, -1))))
+
+    def going(state):
+        *_, k, err = state
+        return (k < max_iterations) & (err > tolerance * A.shape[-1])
+
+    start = (A / c, jnp.broadcast_to(I, A.shape), 0, jnp.asarray(jnp.inf, A.dtype))
+    Y, Z, _, _ = jax.lax.while_loop(going, step, start)
+    root, inverse = Y * jnp.sqrt(c), Z / jnp.sqrt(c)
+    symmetric = lambda M: 0.5 * (M + jnp.swapaxes(M, -1, -2))  # noqa: E731
+    return symmetric(root), symmetric(inverse)
+
+
+def _helmert(N: int, dtype) -> jax.Array:
+    """`(N, N−1)` orthonormal columns orthogonal to `1` (the Helmert basis)."""
+    U = np.zeros((N, N - 1))
+    for k in range(1, N):
+        U[:k, k - 1] = 1.0
+        U[k, k - 1] = -float(k)
+        U[:, k - 1] /= np.sqrt(k * (k + 1.0))
+    return jnp.asarray(U, dtype)
 
 
 def mean_preserving_rotation(key, N: int, dtype=jnp.float64) -> jax.Array:
     """A random orthogonal `N × N` matrix `Q` with `Q 1 = 1`: mixes the members without
-    moving their mean or their covariance (DAPPER's `rot=True`)."""
-    basis = jnp.linalg.qr(
-        jnp.concatenate([jnp.ones((N, 1), dtype), jax.random.normal(key, (N, N - 1), dtype)], 1)
-    )[0]
-    inner = jnp.linalg.qr(jax.random.normal(jax.random.fold_in(key, 1), (N - 1, N - 1), dtype))[0]
-    rotation = jnp.eye(N, dtype=dtype).at[1:, 1:].set(inner)
-    return basis @ rotation @ basis.T
+    moving their mean or their covariance (DAPPER's `rot=True`). The Cayley transform
+    `(I − S)(I + S)^{-1}` of a random skew-symmetric `S` in the complement of `1`."""
+    G = jax.random.normal(key, (N - 1, N - 1), dtype)
+    S = 0.5 * (G - G.T)
+    I = jnp.eye(N - 1, dtype=dtype)
+    inner = jnp.linalg.solve(I + S, I - S)
+    U = _helmert(N, dtype)
+    return jnp.full((N, N), 1.0 / N, dtype) + U @ inner @ U.T
 
 
 def newest_rows(obs: ObsWindow, new_rows: int | None) -> ObsWindow:
@@ -466,10 +505,9 @@ class IEnKS(AbstractEnsembleMethod):
             k, w, T, Tinv, E, _ = carry
             Y, d, _ = observed_anomalies(self.obs_operator, self.obs_cov, E, obs)
             Y0 = Tinv @ Y  # the anomalies "de-conditioned" by the current transform
-            lam, V = jnp.linalg.eigh(Y0 @ Y0.T + (N - 1) * jnp.eye(N, dtype=Y.dtype))
-            dw = (V / lam) @ V.T @ (Y0 @ d - (N - 1) * w)
-            T = jnp.sqrt(N - 1.0) * (V * lam**-0.5) @ V.T
-            Tinv = (V * lam**0.5) @ V.T / jnp.sqrt(N - 1.0)
+            # (Y0 Y0ᵀ + (N−1) I) = (N−1) A: T = A^{-1/2}, T⁻¹ = A^{1/2}, the step A⁻¹ g/(N−1)
+            Tinv, T = sqrt_pair(jnp.eye(N, dtype=Y.dtype) + Y0 @ Y0.T / (N - 1))
+            dw = T @ (T @ (Y0 @ d - (N - 1) * w)) / (N - 1)
             w = w + dw
             E = forecast(x0 + (w[None, :] + T) @ A0)
             return k + 1, w, T, Tinv, E, jnp.vdot(dw, dw)
