@@ -238,3 +238,59 @@ def test_sweep_files(tmp_path):
         configs.ConfigError, match=r"s\.yaml: member c: method\.prior_cov: Field required"
     ):
         configs.load_sweep(tmp_path / "s.yaml")
+
+
+ETKF = (SHIPPED[0].parent / "l96-etkf.yaml").read_text()
+LETKF = (SHIPPED[0].parent / "l96-letkf.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "text, old, new, message",
+    [
+        (
+            ETKF,
+            "members: 24",
+            "members: 1",
+            r"method\.members: Input should be greater than or equal to 2",
+        ),
+        (
+            ETKF,
+            "inflation: 1.015",
+            "inflation: 0.9",
+            r"method\.inflation: Input should be greater than or equal to 1",
+        ),
+        (
+            LETKF,
+            "localisation: {radius: 4.0}",
+            "localisation: {radius: 0}",
+            r"method\.localisation\.radius",
+        ),
+        (
+            LETKF,
+            "  name: letkf\n",
+            "  name: letkf\n  rtps: 1.5\n",
+            r"method\.rtps: Input should be less than or equal to 1",
+        ),
+    ],
+)
+def test_bad_ensemble_configs_name_the_key(tmp_path, text, old, new, message):
+    assert old in text
+    with pytest.raises(configs.ConfigError, match=message):
+        tasks.experiment(_write(tmp_path, text.replace(old, new)))
+
+
+def test_localisation_needs_the_operators_positions(tmp_path, monkeypatch):
+    (tmp_path / "my_ops.py").write_text("def plain():\n    return lambda x: 2.0 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = LETKF.replace(
+        "  locations: all", "  locations: all\n  operator: {target: 'my_ops:plain', linear: true}"
+    )
+    with pytest.raises(
+        configs.ConfigError,
+        match=r"method\.localisation: letkf localises observations by their positions",
+    ):
+        tasks.experiment(_write(tmp_path, text))
+    etkf = text.replace("  name: letkf\n", "  name: etkf\n").replace(
+        "  localisation: {radius: 4.0}\n", ""
+    )
+    assert tasks.experiment(_write(tmp_path, etkf)).core.ensemble  # a global filter needs none

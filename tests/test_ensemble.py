@@ -247,3 +247,16 @@ def test_no_observations_hands_back_the_background_ensemble():
         a = method(background, empty)
         assert a.result == vc.AnalysisResult.no_observations, name
         np.testing.assert_array_equal(a.ensemble, background)
+
+
+def test_newton_schulz_square_roots_match_the_eigendecomposition():
+    """`sqrt_pair` of `I + C` (C ≥ 0, ill-conditioned up to 1e6) is `A^{±1/2}` to 1e-10."""
+    from vardax_core._ensemble import sqrt_pair
+
+    for scale in (0.1, 1e3, 1e6):
+        G = jax.random.normal(jax.random.PRNGKey(int(scale)), (12, 30))
+        A = jnp.eye(12) + scale * G @ G.T / 30
+        lam, V = jnp.linalg.eigh(A)
+        root, inverse = sqrt_pair(A)
+        np.testing.assert_allclose(root, (V * jnp.sqrt(lam)) @ V.T, rtol=1e-10, atol=1e-10 * scale)
+        np.testing.assert_allclose(inverse, (V / jnp.sqrt(lam)) @ V.T, atol=1e-10)
