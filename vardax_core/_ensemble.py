@@ -282,10 +282,6 @@ def _split(ensemble):
     return mean, ensemble - mean
 
 
-def _spread_cost(obs_operator, obs_cov, trajectory, obs) -> jax.Array:
-    return obs_cost(obs_operator, obs_cov, trajectory, obs)
-
-
 # --- the methods ---------------------------------------------------------------------------------
 
 
@@ -309,10 +305,14 @@ class AbstractEnsembleMethod(AbstractAnalysisMethod):
     window_observations = True
     four_dimensional = False
 
-    def _check_ensemble(self) -> None:
+    def __check_init__(self):  # equinox runs it for every subclass, before their own
         self._check_config()
         if self.members < 2:
             raise ValueError(f"{type(self).__name__}: members must be >= 2, got {self.members}")
+
+    @property
+    def state_size(self):
+        return self.obs_operator.state_size
 
     def __call__(self, background, obs: ObsWindow, key=None) -> Analysis:
         """**Arguments:** `background` `(N, T+1, n)`; `obs` an `ObsWindow` of `T+1` times;
@@ -337,14 +337,16 @@ class AbstractEnsembleMethod(AbstractAnalysisMethod):
         mean = jnp.mean(background, axis=0)
         return guarded(mean, lambda E, o: self._analyse(E, o, key), obs, ensemble=background)
 
-    def _finish(self, background, analysis, obs, iterations=0, result=None) -> Analysis:
-        """The `Analysis` of an analysis ensemble, inflated."""
-        analysis = self.inflation(background, analysis)
+    def _finish(self, background, analysis, obs, iterations=0, result=None, inflate=True):
+        """The `Analysis` of an analysis ensemble, inflated (unless `inflate` is false: a
+        method that inflated it at its own time already)."""
+        if inflate:
+            analysis = self.inflation(background, analysis)
         xb, xa = jnp.mean(background, axis=0), jnp.mean(analysis, axis=0)
         return Analysis(
             trajectory=xa,
-            cost_before=_spread_cost(self.obs_operator, self.obs_cov, xb, obs),
-            cost_after=_spread_cost(self.obs_operator, self.obs_cov, xa, obs),
+            cost_before=obs_cost(self.obs_operator, self.obs_cov, xb, obs),
+            cost_after=obs_cost(self.obs_operator, self.obs_cov, xa, obs),
             iterations=jnp.asarray(iterations),
             result=AnalysisResult.successful if result is None else result,
             ensemble=analysis,
@@ -364,13 +366,6 @@ class ETKF(AbstractEnsembleMethod):
     inflation: Inflation = Inflation()
     obs_rows: tuple[int, ...] | None = eqx.field(static=True, default=None)
     rotate: bool = eqx.field(static=True, default=False)
-
-    def __check_init__(self):
-        self._check_ensemble()
-
-    @property
-    def state_size(self):
-        return self.obs_operator.state_size
 
     def _analyse(self, background, obs, key):
         N = self.members
@@ -394,13 +389,6 @@ class EnKF(AbstractEnsembleMethod):
     members: int = eqx.field(static=True)
     inflation: Inflation = Inflation()
     obs_rows: tuple[int, ...] | None = eqx.field(static=True, default=None)
-
-    def __check_init__(self):
-        self._check_ensemble()
-
-    @property
-    def state_size(self):
-        return self.obs_operator.state_size
 
     def _analyse(self, background, obs, key):
         N = self.members
@@ -429,16 +417,11 @@ class LETKF(AbstractEnsembleMethod):
     obs_rows: tuple[int, ...] | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        self._check_ensemble()
         if int(np.prod(self.localisation.shape)) != self.state_size:
             raise ValueError(
                 f"LETKF: localisation grid {self.localisation.shape} does not hold a state "
                 f"of size {self.state_size}"
             )
-
-    @property
-    def state_size(self):
-        return self.obs_operator.state_size
 
     def _analyse(self, background, obs, key):
         N = self.members
@@ -485,15 +468,10 @@ class IEnKS(AbstractEnsembleMethod):
     rotate: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
-        self._check_ensemble()
         if self.max_iterations < 1:
             raise ValueError(f"IEnKS: max_iterations must be >= 1, got {self.max_iterations}")
         if self.new_rows is not None and self.new_rows < 1:
             raise ValueError(f"IEnKS: new_rows must be >= 1, got {self.new_rows}")
-
-    @property
-    def state_size(self):
-        return self.obs_operator.state_size
 
     def _analyse(self, background, obs, key):
         N, n_steps = self.members, obs.n_times - 1
@@ -528,18 +506,7 @@ class IEnKS(AbstractEnsembleMethod):
         result = AnalysisResult.where(
             dw2 < self.tolerance * N, AnalysisResult.successful, AnalysisResult.max_steps_reached
         )
-        return self._result(background, analysis, obs, k, result)
-
-    def _result(self, background, analysis, obs, iterations, result):
-        xb, xa = jnp.mean(background, axis=0), jnp.mean(analysis, axis=0)
-        return Analysis(
-            trajectory=xa,
-            cost_before=_spread_cost(self.obs_operator, self.obs_cov, xb, obs),
-            cost_after=_spread_cost(self.obs_operator, self.obs_cov, xa, obs),
-            iterations=jnp.asarray(iterations),
-            result=result,
-            ensemble=analysis,
-        )
+        return self._finish(background, analysis, obs, k, result, inflate=False)
 
 
 class HybridEnVar(AbstractEnsembleMethod):
@@ -575,7 +542,6 @@ class HybridEnVar(AbstractEnsembleMethod):
     localisation_sqrt: jax.Array | None = None
 
     def __check_init__(self):
-        self._check_ensemble()
         if not 0.0 <= self.static_weight <= 1.0:
             raise ValueError(
                 f"HybridEnVar: static_weight must be in [0, 1], got {self.static_weight}"
@@ -596,10 +562,6 @@ class HybridEnVar(AbstractEnsembleMethod):
             localisation_sqrt=sqrt,
             **kwargs,
         )
-
-    @property
-    def state_size(self):
-        return self.obs_operator.state_size
 
     def _increment(self, v, A):
         """`δx_t` `(T+1, n)` of the control `v = (v_s (n,), α (N, n))`."""
