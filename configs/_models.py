@@ -562,10 +562,12 @@ class EnKFConfig(_EnsembleConfig):
 
 
 class LETKFConfig(_EnsembleConfig):
-    """The local ETKF: one analysis per state variable with tapered observations."""
+    """The local ETKF: one analysis per state variable with tapered observations;
+    `rotate` as for etkf."""
 
     name: Literal["letkf"]
     localisation: LocalisationConfig
+    rotate: bool = False
 
 
 class IEnKSConfig(_EnsembleConfig):

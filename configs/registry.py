@@ -570,7 +570,8 @@ def _enkf(m, b: Build, p: MethodParts):
 @_entry(METHODS, cf.LETKFConfig)
 def _letkf(m, b: Build, p: MethodParts):
     loc = _localisation(m, b, p)
-    return vc.LETKF(*p.as_args(), localisation=loc, obs_rows=_obs_rows(b), **_ensemble_kw(m))
+    kw = dict(localisation=loc, rotate=m.rotate, obs_rows=_obs_rows(b))
+    return vc.LETKF(*p.as_args(), **kw, **_ensemble_kw(m))
 
 
 @_entry(METHODS, cf.IEnKSConfig)

@@ -62,12 +62,15 @@ def _methods(model, H, members, radius=1e6):
         "etkf": vc.ETKF(H, B, R, members=members),
         "etkf_rotated": vc.ETKF(H, B, R, members=members, rotate=True),
         "letkf": vc.LETKF(H, B, R, members=members, localisation=loc),
+        "letkf_rotated": vc.LETKF(H, B, R, members=members, localisation=loc, rotate=True),
         "ienks": vc.IEnKS(model, H, B, R, members=members),
         "hybrid_envar": vc.HybridEnVar.build(H, B, R, members, loc, static_weight=0.0),
     }
 
 
-@pytest.mark.parametrize("name", ["etkf", "etkf_rotated", "letkf", "ienks", "hybrid_envar"])
+@pytest.mark.parametrize(
+    "name", ["etkf", "etkf_rotated", "letkf", "letkf_rotated", "ienks", "hybrid_envar"]
+)
 def test_deterministic_methods_are_the_kalman_filter(name):
     """At the window end (one observation time), the analysis mean and covariance are the
     Kalman filter's from the background ensemble's own mean and covariance: exactly (to
