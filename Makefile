@@ -1,18 +1,28 @@
 # Two set-up-and-go targets (README): `make demo` and `make test`. Each creates .venv with
-# Python 3.12 and installs the project (and the example plugin package examples/ks, as a
-# user installs a plugin) if that has not been done for these pyproject.toml files.
+# Python 3.12 and installs exactly the versions in uv.lock (the project with its dev extra,
+# and the example plugin package examples/ks, as a user installs a plugin) if that has not
+# been done for this lock. uv comes from the package index into .venv (it is a wheel).
 VENV := .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-stamp
 export JAX_PLATFORMS ?= cpu
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint lock clean
 
-$(STAMP): pyproject.toml examples/ks/pyproject.toml
+$(STAMP): pyproject.toml uv.lock examples/ks/pyproject.toml
 	@test -x $(PY) || $$(.ci/python312) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' -e examples/ks
+	@test -x $(UV) || $(PY) -m pip install -q uv
+	$(UV) sync -q --frozen --inexact --extra dev --python $(PY)
+	$(UV) pip install -q --python $(PY) --no-deps -e examples/ks
 	@touch $(STAMP)
+
+# After changing pyproject.toml's dependencies: resolve them anew into uv.lock.
+lock:
+	@test -x $(PY) || $$(.ci/python312) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install -q uv
+	$(UV) lock --python $(PY)
 
 # The main job: an OSSE of Lorenz-96 with strong 4DVar, 40 cycles through the Prefect flows
 # (embedded server unless PREFECT_API_URL is set) into runs/l96-4dvar/store.zarr, and the report.
