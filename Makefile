@@ -11,17 +11,17 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: demo test bench lint lock clean
 
-$(STAMP): pyproject.toml uv.lock examples/ks/pyproject.toml
+$(UV):
 	@test -x $(PY) || $$(.ci/python312) -m venv $(VENV)
-	@test -x $(UV) || $(PY) -m pip install -q uv
+	$(PY) -m pip install -q uv
+
+$(STAMP): pyproject.toml uv.lock examples/ks/pyproject.toml | $(UV)
 	$(UV) sync -q --frozen --inexact --extra dev --python $(PY)
 	$(UV) pip install -q --python $(PY) --no-deps -e examples/ks
 	@touch $(STAMP)
 
 # After changing pyproject.toml's dependencies: resolve them anew into uv.lock.
-lock:
-	@test -x $(PY) || $$(.ci/python312) -m venv $(VENV)
-	@test -x $(UV) || $(PY) -m pip install -q uv
+lock: | $(UV)
 	$(UV) lock --python $(PY)
 
 # The main job: an OSSE of Lorenz-96 with strong 4DVar, 40 cycles through the Prefect flows
