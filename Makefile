@@ -35,10 +35,14 @@ bench: $(STAMP)
 	@echo "results: bench/RESULTS.md"
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist worksteal
+	$(PY) -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
+
+# The root prefect.yaml (`prefect deploy`) from the shipped configs; a test keeps it current.
+prefect.yaml: $(STAMP) flows/_operations.py $(wildcard configs/*.yaml)
+	$(PY) -m flows._operations $(sort $(wildcard configs/*.yaml)) > $@

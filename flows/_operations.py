@@ -129,17 +129,178 @@ def schedule(exp):
     )
 
 
-def serve(config) -> None:
-    """Serves the experiment's deployment of `scheduled_flow` in this process: its schedule,
-    one run at a time (later runs queue). Needs a running server."""
+def _description(exp) -> str:
+    return f"{exp.cfg.description} — scheduled cycling into {exp.store_url}"
+
+
+def deployment(config, *, module_entrypoint: bool = False, job_variables: dict | None = None):
+    """The experiment's deployment of `scheduled_flow`, as `serve` and `deploy` register it:
+    its schedule, the config as parameter (an absolute path), its tags, and one run at a time
+    (a run due while another runs waits for the slot: the deployment's concurrency limit).
+    `module_entrypoint`: the flow is found by module (`flows._operations.scheduled_flow`) in
+    the project as installed where it runs, not by this checkout's file path."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
+    from prefect.deployments.runner import EntrypointType
 
     exp = tasks.experiment(config)
-    scheduled_flow.serve(
+    return scheduled_flow.to_deployment(
         name=exp.name,
         schedules=[schedule(exp)],
         parameters={"config": str(Path(config).resolve())},
         tags=exp.tags,
-        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="ENQUEUE"),
-        description=f"{exp.cfg.description} — scheduled cycling into {exp.store_url}",
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="ENQUEUE"),
+        description=_description(exp),
+        job_variables=job_variables or {},
+        entrypoint_type=EntrypointType.MODULE_PATH
+        if module_entrypoint
+        else EntrypointType.FILE_PATH,
     )
+
+
+def serve(config) -> None:
+    """Serves the experiment's deployment in this process. Needs a running server."""
+    from prefect import serve as serve_deployments
+
+    serve_deployments(deployment(config))
+
+
+def crash_unresponsive_runs(client, exp, within_s: float):
+    """Prefect's answer to a run whose host died (a "zombie": Running for ever, holding its
+    deployment's one slot for the engine's lease of 300 s, renewed as long as it lived): an
+    automation that marks the experiment's runs `Crashed` when their heartbeats stop for
+    `within_s`, which frees the slot for the next scheduled run. Replaces an older one.
+    **Returns** the automation's id."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    name = f"{exp.name}: crash runs whose heartbeats stopped"
+    for old in client.read_automations_by_name(name):
+        client.delete_automation(old.id)
+    ends = ("heartbeat", "Completed", "Failed", "Cancelled", "Crashed")
+    return client.create_automation(
+        AutomationCore(
+            name=name,
+            description=f"Marks a flow run of {exp.name} Crashed after {within_s:.0f} s "
+            "without a heartbeat (its process or host is gone), so its work can be resumed.",
+            trigger=EventTrigger(
+                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+                match_related=ResourceSpecification(
+                    {"prefect.resource.id": f"prefect.tag.{exp.name}"}
+                ),
+                after={"prefect.flow-run.heartbeat"},
+                expect={f"prefect.flow-run.{e}" for e in ends},
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=timedelta(seconds=within_s),
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED,
+                    message=f"no heartbeat for {within_s:.0f} s: its process or host is gone",
+                )
+            ],
+        )
+    )
+
+
+def deploy(
+    config,
+    pool: str,
+    *,
+    pool_type: str = "process",
+    working_dir: str | None = None,
+    heartbeat_s: int = 30,
+    crash_after_s: float = 90.0,
+) -> dict:
+    """Registers the experiment's deployment in the work pool `pool` (created, of
+    `pool_type`, if missing); `prefect worker start --pool POOL` on any machine with the
+    project installed then runs its cycles. A `process` worker runs each in `working_dir`
+    (default: this directory), where the config's relative paths resolve. Its runs send a
+    heartbeat every `heartbeat_s` (Prefect's minimum is 30), and a run silent for
+    `crash_after_s` is marked crashed (`crash_unresponsive_runs`).
+    **Returns** the deployment's name and id, and the pool's name and type."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    if crash_after_s <= heartbeat_s:
+        raise ValueError(
+            f"crash_after_s ({crash_after_s}) must exceed the heartbeat interval ({heartbeat_s} s)"
+        )
+    exp = tasks.experiment(config)
+    with get_client(sync_client=True) as client:
+        try:
+            found = client.read_work_pool(pool)
+        except ObjectNotFound:
+            found = client.create_work_pool(WorkPoolCreate(name=pool, type=pool_type))
+        job_variables = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_s)}}
+        if found.type == "process":
+            job_variables["working_dir"] = str(Path(working_dir or Path.cwd()).resolve())
+        dep = deployment(config, module_entrypoint=True, job_variables=job_variables)
+        deployment_id = dep.apply(work_pool_name=pool)
+        crash_unresponsive_runs(client, exp, crash_after_s)
+    return {
+        "deployment": f"{scheduled_flow.name}/{dep.name}",
+        "id": str(deployment_id),
+        "pool": found.name,
+        "pool_type": found.type,
+    }
+
+
+def _schedule_spec(exp) -> dict:
+    """`schedule(exp)` as a `prefect.yaml` schedule entry."""
+    if exp.cfg.operations.cron:
+        return {"cron": exp.cfg.operations.cron, "timezone": "UTC"}
+    first = exp.axis.origin + exp.axis.interval
+    return {
+        "interval": int(exp.axis.interval.total_seconds()),
+        "anchor_date": first.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timezone": "UTC",
+    }
+
+
+def prefect_yaml(config_paths, pool: str = "vardax-cycle") -> str:
+    """The project's `prefect.yaml`: for each config (a path relative to the project root),
+    the deployment `deploy` registers — its schedule, parameters, tags and one run at a time —
+    in the work pool `pool`. `prefect deploy` adds the pull step that runs it in the checkout
+    it was deployed from, where the relative config and store paths resolve."""
+    import prefect
+    import yaml
+
+    entries = []
+    for path in config_paths:
+        exp = tasks.experiment(path)
+        entries.append(
+            {
+                "name": exp.name,
+                "description": _description(exp),
+                "entrypoint": "flows/_operations.py:scheduled_flow",
+                "parameters": {"config": str(path)},
+                "tags": exp.tags,
+                "schedules": [_schedule_spec(exp)],
+                "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
+                "work_pool": {"name": pool},
+            }
+        )
+    head = (
+        "# The shipped configs' scheduled deployments, as `vardax-cycle deploy CONFIG --pool "
+        f"{pool}` registers them.\n"
+        f"# Create the pool once (`prefect work-pool create {pool} --type process`), then\n"
+        "# `prefect deploy -n l96-4dvar` (or --all) from the project root; workers:\n"
+        f"# `prefect worker start --pool {pool}`. Written by `make prefect.yaml` from configs/.\n"
+    )
+    body = {
+        "name": "vardax-cycle",
+        "prefect-version": prefect.__version__,
+        "deployments": entries,
+    }
+    return head + yaml.safe_dump(body, sort_keys=False, width=200, allow_unicode=True)
+
+
+if __name__ == "__main__":  # python -m flows._operations CONFIG… > prefect.yaml
+    import sys
+
+    print(prefect_yaml(sys.argv[1:]), end="")

@@ -1,7 +1,8 @@
 """The `vardax-cycle` command line (typer + rich).
 
 `simulate`, `run`, `backfill`, `demo`, `train`, `sweep` and `ensemble` run the Prefect flows
-(on Prefect's embedded server unless `PREFECT_API_URL` names a real one); `status`,
+(on Prefect's embedded server unless `PREFECT_API_URL` names a real one); `serve` and
+`deploy` schedule them on a real server (in this process, or for workers of a pool); `status`,
 `report`, `validate`, `info` read. Every error ends in one message naming the file, key,
 cycle or store at fault, and an exit code a script can act on (`EXIT_CODES`); Prefect's
 logs and Python's tracebacks only with `-v`.
@@ -308,6 +309,66 @@ def serve(config: _Config) -> None:
         f"{exp.cfg.operations.catch_up}); Ctrl-C stops"
     )
     _operations.serve(config)
+
+
+@command
+def deploy(
+    config: _Config,
+    pool: Annotated[str, typer.Option(help="the Prefect work pool (created if missing)")],
+    pool_type: Annotated[
+        str, typer.Option(help="the type of a pool created here (Prefect's worker types)")
+    ] = "process",
+    working_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="where a process worker runs the cycles, and the config's relative paths "
+            "resolve (default: this directory)"
+        ),
+    ] = None,
+    heartbeat: Annotated[
+        int, typer.Option(min=30, help="seconds between a run's heartbeats (Prefect's minimum: 30)")
+    ] = 30,
+    crash_after: Annotated[
+        float,
+        typer.Option(
+            help="seconds without a heartbeat after which a run is marked crashed, freeing the "
+            "deployment's slot for the next scheduled run (a killed worker's run)"
+        ),
+    ] = 90.0,
+) -> None:
+    """Registers the experiment's scheduled deployment (the schedule, catch-up policy and
+    one run at a time of `serve`) in a Prefect work pool; `prefect worker start --pool
+    POOL` on any machine with the project installed and the config at the same path runs
+    its cycles. Several hosts need a store they all reach (an fsspec URL such as s3://…).
+    Needs a running server named by PREFECT_API_URL."""
+    from flows import _operations
+
+    exp = _experiment(config)
+    if crash_after <= heartbeat:
+        raise CommandError(
+            f"--crash-after ({crash_after:g} s) must exceed --heartbeat ({heartbeat} s)"
+        )
+    if not os.environ.get("PREFECT_API_URL"):
+        raise CommandError(
+            "deploy needs a running Prefect server (the workers reach it): start it with "
+            "`vardax-cycle server` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    out = _operations.deploy(
+        config,
+        pool,
+        pool_type=pool_type,
+        working_dir=working_dir,
+        heartbeat_s=heartbeat,
+        crash_after_s=crash_after,
+    )
+    console.print(
+        f"deployed {out['deployment']} ({out['id']}) to the {out['pool_type']} pool "
+        f"{out['pool']!r}: cycles every {exp.cfg.cycling.interval} into {exp.store_url}; a run "
+        f"silent for {crash_after:g} s is marked crashed. "
+        f"Start workers with: prefect worker start --pool {out['pool']}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -69,6 +69,15 @@ class Experiment:
         return o.url or storage.sibling_url(self.store_url, "observations.parquet")
 
     @property
+    def obs_storage_options(self) -> dict | None:
+        """The observation file's fsspec options: `observations.storage_options`, else the
+        store's for the default file beside the store."""
+        o = self.cfg.observations
+        if o.storage_options:
+            return dict(o.storage_options)
+        return (self.storage_options or None) if o.url is None else None
+
+    @property
     def truth_url(self) -> str:
         """The OSSE nature run (written by `simulate`), beside the store."""
         return storage.sibling_url(self.store_url, "truth.zarr")

@@ -29,7 +29,7 @@ def wait_for_file(exp, url: str, cycle: storage.CyclePoint) -> str | None:
     `observations.poll_seconds`; a file counts once its size is stable for
     `stable_seconds`. **Returns** None when it is there, else why it is not."""
     o = exp.cfg.observations
-    options, deadline, said = o.storage_options or None, cutoff_of(exp, cycle), False
+    options, deadline, said = exp.obs_storage_options, cutoff_of(exp, cycle), False
     while True:
         size = storage.file_size(url, options)
         if size is not None:

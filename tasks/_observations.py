@@ -133,7 +133,7 @@ def _table(exp, url: str):
         return storage.cached_observation_table(
             url,
             format=o.format,
-            storage_options=o.storage_options,
+            storage_options=exp.obs_storage_options,
             positions=exp.observing.position_dims,
             default_error_std=o.error_std,
         )

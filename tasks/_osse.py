@@ -33,7 +33,7 @@ def write_osse(exp, n_cycles: int, seed: int) -> dict:
     values = np.where(np.asarray(problem.obs.mask), np.asarray(problem.obs.values), np.nan)
     o = exp.cfg.observations
     table = storage.observation_table(times, exp.observing.locations, values, o.error_std)
-    opts = o.storage_options or None
+    opts = exp.obs_storage_options
     if "{cycle_id}" not in exp.obs_url:
         storage.write_observation_table(exp.obs_url, table, storage_options=opts)
         return {"truth": exp.truth_url, "observations": [exp.obs_url], "n_obs": len(table)}

@@ -85,3 +85,16 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A real `prefect server start` of its own (SQLite under tmp_path, scheduler every 5 s)
+    on a free loopback port; **yields** its API URL."""
+    from _server_helpers import start_server, stop
+
+    proc, url = start_server(tmp_path)
+    try:
+        yield url
+    finally:
+        stop(proc, timeout=30)

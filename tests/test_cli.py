@@ -74,16 +74,21 @@ def test_cycling_commands_name_a_bad_config(tmp_path):
         assert "bad.yaml" in result.output and "model.K" in result.output
 
 
-def test_serve_needs_a_real_server():
+def test_serve_and_deploy_need_a_real_server():
     import os
 
     config = str(Path(__file__).resolve().parents[1] / "configs" / "l96-3dvar.yaml")
     saved = os.environ.pop("PREFECT_API_URL", None)
     try:
-        result = CliRunner().invoke(app, ["serve", config], terminal_width=200)
+        for command in (["serve", config], ["deploy", config, "--pool", "p"]):
+            result = CliRunner().invoke(app, command, terminal_width=200)
+            assert result.exit_code == 2, result.output
+            assert "needs a running Prefect server" in result.output
+            assert "vardax-cycle server" in result.output
+        bad = CliRunner().invoke(
+            app, ["deploy", config, "--pool", "p", "--crash-after", "20"], terminal_width=200
+        )
     finally:
         if saved is not None:
             os.environ["PREFECT_API_URL"] = saved
-    assert result.exit_code == 2, result.output
-    assert "needs a running Prefect server" in result.output
-    assert "vardax-cycle server" in result.output
+    assert bad.exit_code == 2 and "--crash-after (20 s) must exceed --heartbeat" in bad.output

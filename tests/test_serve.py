@@ -4,76 +4,18 @@ after an outage of the served deployment the catch-up policy (`latest`) skips th
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 from _pipeline_helpers import ROOT, experiment_config
+from _server_helpers import as_from_a_shell, exe
 
 import storage
 import tasks
 from flows import _flows
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _exe(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
-def _as_from_a_shell() -> None:
-    """A shell starts a command with Ctrl-C's default action; a test worker may have
-    come to ignore SIGINT (an ignored signal stays ignored across exec), and a serve that
-    ignores it never stops."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-@pytest.fixture
-def prefect_server(tmp_path):
-    """`prefect server start` (SQLite under tmp_path) on a free loopback port."""
-    port = _free_port()
-    env = os.environ | {
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
-        # a serve stopped mid-run leaves that run's deployment slot leased until the lease
-        # expires (300 s by default); the test stops serve twice, so keep the lease short
-        "PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION": "30",
-    }
-    env.pop("PREFECT_API_URL", None)
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [_exe("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 180
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-        assert time.time() < deadline, "prefect server did not start"
-        time.sleep(0.5)
-    try:
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -101,13 +43,13 @@ def test_served_deployment_runs_scheduled_cycles(prefect_server, prefect_api, tm
     def serve():
         log = open(tmp_path / "serve.log", "a")
         return subprocess.Popen(
-            [_exe("vardax-cycle"), "serve", str(cfg)],
+            [exe("vardax-cycle"), "serve", str(cfg)],
             cwd=ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_as_from_a_shell,
+            preexec_fn=as_from_a_shell,
         )
 
     def completed_scheduled() -> list[dict]:
