@@ -8,7 +8,8 @@ timed). Every number is the median of `--repeats` runs; compile time is reported
 
 1. l96-4dvar (K=40, strong 4DVar, window 4), 20 cycles recomputed (`--rerun`) after a warm
    run: wall per cycle of the `cycling` flow cycle by cycle (one `cycle` flow run and six
-   task runs per cycle), of the same flow in blocks of 20, and of `vardax_core.run_cycles`.
+   task runs per cycle), of the same flow in blocks of 20, and of `vardax_core.run_cycles`;
+   and where a cycle's time goes, from the Prefect API's records of its flow and task runs.
 2. l96-3dvar (K=40, 3DVar every step), `--cycles` cycles from the origin into a fresh store
    in block mode (blocks of 2048 cycles, fields chunked by 256 cycles), every cycle
    persisted with its status: total wall (compile included) and steady state per block,
@@ -19,6 +20,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import equinox as eqx
@@ -53,9 +55,11 @@ def per_cycle_ratio(folder: Path, repeats: int) -> dict:
     _flows.cycling_flow(cfg, end=ids[-1])  # compiles and fills the store
     flow_s, block_s = [], []
     for _ in range(repeats):
+        since = datetime.now(UTC)
         t0 = time.perf_counter()
         _flows.cycling_flow(cfg, start=ids[n_warm], end=ids[-1], rerun=True)
         flow_s.append((time.perf_counter() - t0) / n)
+    parts = breakdown(exp.name, since)
     _flows.cycling_flow(cfg, start=ids[n_warm], end=ids[-1], rerun=True, block=n)  # compile
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -70,7 +74,69 @@ def per_cycle_ratio(folder: Path, repeats: int) -> dict:
         t0 = time.perf_counter()
         jax.block_until_ready(loop(*args))
         jax_s.append((time.perf_counter() - t0) / total)
-    return {"flow": median(flow_s), "block": median(block_s), "jax": median(jax_s), "n": n}
+    return {
+        "flow": median(flow_s),
+        "flows": flow_s,
+        "block": median(block_s),
+        "jax": median(jax_s),
+        "n": n,
+        "parts": parts,
+    }
+
+
+def breakdown(name: str, since) -> dict[str, float]:
+    """Where a cycle's wall time goes, from the Prefect API's own records of the `cycle` flow
+    runs of experiment `name` started after `since`: the median of each step's task run, of
+    the rest of the cycle's flow run (creating it, its states, the task runs' bookkeeping),
+    and of the gap from one cycle run's end to the next one's start (the cycling flow's loop,
+    setting up the next flow run). Seconds."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterName,
+        FlowRunFilterStartTime,
+    )
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                start_time=FlowRunFilterStartTime(after_=since),
+                name=FlowRunFilterName(like_=f"{name}/2"),
+            ),
+            limit=200,
+        )
+        runs = sorted((r for r in runs if r.end_time), key=lambda r: r.start_time)
+        tasks_of = {
+            r.id: client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id])), limit=50
+            )
+            for r in runs
+        }
+    steps: dict[str, list[float]] = {}
+    made, rest, gaps, whole = [], [], [], []
+    for r in runs:
+        span = (r.end_time - r.start_time).total_seconds()
+        whole.append(span)
+        made.append((r.start_time - r.created).total_seconds())
+        inside = 0.0
+        for t in tasks_of[r.id]:
+            if t.start_time and t.end_time:
+                d = (t.end_time - t.start_time).total_seconds()
+                steps.setdefault(t.name.split("/")[0], []).append(d)
+                inside += d
+        rest.append(span - inside)
+    for a, b in zip(runs, runs[1:], strict=False):
+        gaps.append((b.created - a.end_time).total_seconds())
+    both = lambda v: (median(v), float(np.mean(v)))  # noqa: E731
+    out = {f"task {k}": both(v) for k, v in steps.items()}
+    out["the cycle's flow run outside its tasks (Running to its end)"] = both(rest)
+    out["the cycle's flow run, created to Running"] = both(made)
+    out["the cycle's flow run, Running to its end"] = both(whole)
+    out["from its end to the next cycle's flow run created"] = both(gaps)
+    per = (runs[-1].end_time - runs[0].created).total_seconds() / len(runs)
+    out["a cycle, first created to last ended, per cycle"] = (per, per)
+    return out
 
 
 def backfill(folder: Path, cycles: int, repeats: int) -> dict:
@@ -126,6 +192,17 @@ def main():
         bf = backfill(folder / "backfill", args.cycles, args.repeats)
         print(bf)
     dapper_ms = 0.8
+    typical = sum(
+        ratio["parts"][k][0]
+        for k in (
+            "the cycle's flow run, created to Running",
+            "the cycle's flow run, Running to its end",
+            "from its end to the next cycle's flow run created",
+        )
+    )
+    parts_rows = "\n".join(
+        f"| {k} | {m * 1e3:.0f} | {a * 1e3:.0f} |" for k, (m, a) in ratio["parts"].items()
+    )
     body = f"""## Pipeline: orchestration cost and a block-mode backfill
 
 `python bench/pipeline.py --write` ({machine()}; Prefect API: {server}; medians of
@@ -138,11 +215,21 @@ warm run (compile excluded):
 |---|---|---|
 | `vardax_core.run_cycles` (one jitted `lax.scan`, gate inside) | {ratio["jax"] * 1e3:.3f} | 1 |
 | `cycling` flow, block mode (one task and one region write per {ratio["n"]} cycles) | {ratio["block"] * 1e3:.1f} | {ratio["block"] / ratio["jax"]:.0f}× |
-| `cycling` flow, cycle by cycle (a `cycle` flow run + 6 task runs + 1 write per cycle) | {ratio["flow"] * 1e3:.0f} | {ratio["flow"] / ratio["jax"]:.0f}× |
+| `cycling` flow, cycle by cycle (a `cycle` flow run + 6 task runs + 1 write per cycle; runs: {", ".join(f"{f * 1e3:.0f}" for f in ratio["flows"])}) | {ratio["flow"] * 1e3:.0f} | {ratio["flow"] / ratio["jax"]:.0f}× |
 
-Cycle by cycle, Prefect's flow and task runs are nearly all of the cost (about 1 s per flow
-run on these 2-core machines); that is the price of one UI entry per cycle,
-which operational cycles every 6 h can pay and backfills should not.
+**Where a cycle goes**, cycle by cycle (the last repeat's {ratio["n"]} `cycle` flow runs, from the
+Prefect API's creation, start and end times of each flow and task run, ms; the last three
+rows before the last add up to a cycle):
+
+| part | median | mean |
+|---|---|---|
+{parts_rows}
+
+The median cycle takes {typical * 1e3:.0f} ms from its flow run's creation to the next one's,
+its mean {ratio["parts"]["a cycle, first created to last ended, per cycle"][0] * 1e3:.0f} ms:
+a few cycles stall for seconds, outside the steps' tasks. Cycle by cycle, Prefect's flow and
+task runs are nearly all of the cost; that is the price of one UI entry per cycle, which
+operational cycles every 6 h can pay and backfills should not.
 
 **{bf["cycles"]:,}-cycle backfill**, l96-3dvar (K=40, 3DVar every step), block mode (2048
 cycles per task, fields chunked by 256 cycles), into a fresh local store, every cycle persisted
