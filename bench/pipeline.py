@@ -84,12 +84,19 @@ def per_cycle_ratio(folder: Path, repeats: int) -> dict:
     }
 
 
-def breakdown(name: str, since) -> dict[str, float]:
+SPANS = (
+    "the cycle's flow run, created to Running",
+    "the cycle's flow run, Running to its end",
+    "from its end to the next cycle's flow run created",
+)
+"""The parts of `breakdown` that follow each other: together they are a cycle."""
+
+
+def breakdown(name: str, since) -> dict[str, tuple[float, float]]:
     """Where a cycle's wall time goes, from the Prefect API's own records of the `cycle` flow
-    runs of experiment `name` started after `since`: the median of each step's task run, of
-    the rest of the cycle's flow run (creating it, its states, the task runs' bookkeeping),
-    and of the gap from one cycle run's end to the next one's start (the cycling flow's loop,
-    setting up the next flow run). Seconds."""
+    runs of experiment `name` started after `since`: (median, mean) in seconds of each step's
+    task run, of the rest of the cycle's flow run (its states, the task runs' bookkeeping),
+    of the `SPANS`, and the mean cycle from the first run's creation to the last one's end."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -128,12 +135,13 @@ def breakdown(name: str, since) -> dict[str, float]:
         rest.append(span - inside)
     for a, b in zip(runs, runs[1:], strict=False):
         gaps.append((b.created - a.end_time).total_seconds())
-    both = lambda v: (median(v), float(np.mean(v)))  # noqa: E731
+
+    def both(v):
+        return median(v), float(np.mean(v))
+
     out = {f"task {k}": both(v) for k, v in steps.items()}
     out["the cycle's flow run outside its tasks (Running to its end)"] = both(rest)
-    out["the cycle's flow run, created to Running"] = both(made)
-    out["the cycle's flow run, Running to its end"] = both(whole)
-    out["from its end to the next cycle's flow run created"] = both(gaps)
+    out |= dict(zip(SPANS, (both(made), both(whole), both(gaps)), strict=True))
     per = (runs[-1].end_time - runs[0].created).total_seconds() / len(runs)
     out["a cycle, first created to last ended, per cycle"] = (per, per)
     return out
@@ -192,14 +200,7 @@ def main():
         bf = backfill(folder / "backfill", args.cycles, args.repeats)
         print(bf)
     dapper_ms = 0.8
-    typical = sum(
-        ratio["parts"][k][0]
-        for k in (
-            "the cycle's flow run, created to Running",
-            "the cycle's flow run, Running to its end",
-            "from its end to the next cycle's flow run created",
-        )
-    )
+    typical = sum(ratio["parts"][k][0] for k in SPANS)
     parts_rows = "\n".join(
         f"| {k} | {m * 1e3:.0f} | {a * 1e3:.0f} |" for k, (m, a) in ratio["parts"].items()
     )
@@ -218,15 +219,15 @@ warm run (compile excluded):
 | `cycling` flow, cycle by cycle (a `cycle` flow run + 6 task runs + 1 write per cycle; runs: {", ".join(f"{f * 1e3:.0f}" for f in ratio["flows"])}) | {ratio["flow"] * 1e3:.0f} | {ratio["flow"] / ratio["jax"]:.0f}× |
 
 **Where a cycle goes**, cycle by cycle (the last repeat's {ratio["n"]} `cycle` flow runs, from the
-Prefect API's creation, start and end times of each flow and task run, ms; the last three
-rows before the last add up to a cycle):
+Prefect API's creation, start and end times of each flow and task run, ms; the three rows
+before the last follow each other, and together are a cycle):
 
 | part | median | mean |
 |---|---|---|
 {parts_rows}
 
-The median cycle takes {typical * 1e3:.0f} ms from its flow run's creation to the next one's,
-its mean {ratio["parts"]["a cycle, first created to last ended, per cycle"][0] * 1e3:.0f} ms:
+The medians of those three parts add up to {typical * 1e3:.0f} ms; the mean cycle takes
+{ratio["parts"]["a cycle, first created to last ended, per cycle"][0] * 1e3:.0f} ms:
 a few cycles stall for seconds, outside the steps' tasks. Cycle by cycle, Prefect's flow and
 task runs are nearly all of the cost; that is the price of one UI entry per cycle, which
 operational cycles every 6 h can pay and backfills should not.

@@ -129,14 +129,18 @@ def schedule(exp):
     )
 
 
+ONE_RUN_AT_A_TIME = {"limit": 1, "collision_strategy": "ENQUEUE"}
+"""The deployment's concurrency limit: a run due while another runs waits for the slot."""
+
+
 def _description(exp) -> str:
     return f"{exp.cfg.description} — scheduled cycling into {exp.store_url}"
 
 
 def deployment(config, *, module_entrypoint: bool = False, job_variables: dict | None = None):
     """The experiment's deployment of `scheduled_flow`, as `serve` and `deploy` register it:
-    its schedule, the config as parameter (an absolute path), its tags, and one run at a time
-    (a run due while another runs waits for the slot: the deployment's concurrency limit).
+    its schedule, the config as parameter (an absolute path), its tags, and
+    `ONE_RUN_AT_A_TIME`.
     `module_entrypoint`: the flow is found by module (`flows._operations.scheduled_flow`) in
     the project as installed where it runs, not by this checkout's file path."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
@@ -148,7 +152,7 @@ def deployment(config, *, module_entrypoint: bool = False, job_variables: dict |
         schedules=[schedule(exp)],
         parameters={"config": str(Path(config).resolve())},
         tags=exp.tags,
-        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="ENQUEUE"),
+        concurrency_limit=ConcurrencyLimitConfig(**ONE_RUN_AT_A_TIME),
         description=_description(exp),
         job_variables=job_variables or {},
         entrypoint_type=EntrypointType.MODULE_PATH
@@ -220,16 +224,12 @@ def deploy(
     project installed then runs its cycles. A `process` worker runs each in `working_dir`
     (default: this directory), where the config's relative paths resolve. Its runs send a
     heartbeat every `heartbeat_s` (Prefect's minimum is 30), and a run silent for
-    `crash_after_s` is marked crashed (`crash_unresponsive_runs`).
+    `crash_after_s` (more than `heartbeat_s`) is marked crashed (`crash_unresponsive_runs`).
     **Returns** the deployment's name and id, and the pool's name and type."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 
-    if crash_after_s <= heartbeat_s:
-        raise ValueError(
-            f"crash_after_s ({crash_after_s}) must exceed the heartbeat interval ({heartbeat_s} s)"
-        )
     exp = tasks.experiment(config)
     with get_client(sync_client=True) as client:
         try:
@@ -252,13 +252,13 @@ def deploy(
 
 def _schedule_spec(exp) -> dict:
     """`schedule(exp)` as a `prefect.yaml` schedule entry."""
-    if exp.cfg.operations.cron:
-        return {"cron": exp.cfg.operations.cron, "timezone": "UTC"}
-    first = exp.axis.origin + exp.axis.interval
+    made = schedule(exp)
+    if made.cron:
+        return {"cron": made.cron, "timezone": made.timezone}
     return {
-        "interval": int(exp.axis.interval.total_seconds()),
-        "anchor_date": first.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "timezone": "UTC",
+        "interval": int(made.interval.total_seconds()),
+        "anchor_date": made.anchor_date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timezone": made.timezone,
     }
 
 
@@ -281,7 +281,7 @@ def prefect_yaml(config_paths, pool: str = "vardax-cycle") -> str:
                 "parameters": {"config": str(path)},
                 "tags": exp.tags,
                 "schedules": [_schedule_spec(exp)],
-                "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
+                "concurrency_limit": dict(ONE_RUN_AT_A_TIME),
                 "work_pool": {"name": pool},
             }
         )

@@ -30,9 +30,9 @@ def experiment_config(tmp_path, shipped: str, filename=None, **changes) -> "Path
 TIMINGS = ("wall_time_forecast_s", "wall_time_analysis_s", "wall_time_cycle_s")
 
 
-def store_arrays(url, n_cycles: int) -> dict[str, np.ndarray]:
+def store_arrays(url, n_cycles: int, storage_options=None) -> dict[str, np.ndarray]:
     """Every variable of the first `n_cycles` cycles of a store, timings left out."""
-    ds = xr.open_zarr(str(url)).isel(cycle=slice(0, n_cycles))
+    ds = xr.open_zarr(str(url), storage_options=storage_options).isel(cycle=slice(0, n_cycles))
     return {name: ds[name].values for name in ds.data_vars if name not in TIMINGS}
 
 
