@@ -147,6 +147,60 @@ def breakdown(name: str, since) -> dict[str, tuple[float, float]]:
     return out
 
 
+def prefect_floor(n: int, repeats: int) -> dict:
+    """What Prefect alone costs per cycle on this server: `n` flow runs shaped like `cycle` (a
+    subflow of one run, heartbeats off, six task runs that do nothing), and the same with no
+    task runs; **returns** the medians (s) and the server process's CPU per cycle (s, when
+    the server runs on this machine)."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    @task(cache_policy=NO_CACHE, persist_result=False)
+    def step(i: int) -> int:
+        return i
+
+    @flow(name="floor-cycle", persist_result=False, validate_parameters=False)
+    def one(k: int, steps: int) -> int:
+        for i in range(steps):
+            step(i)
+        return k
+
+    @flow(name="floor-run", persist_result=False, validate_parameters=False)
+    def many(steps: int) -> float:
+        with _flows._without_heartbeats():
+            t0 = time.perf_counter()
+            for k in range(n):
+                one(k, steps)
+            return (time.perf_counter() - t0) / n
+
+    out = {}
+    for steps in (6, 0):
+        many(steps)  # warm
+        walls, cpu = [], []
+        for _ in range(repeats):
+            c0 = server_cpu_s()
+            walls.append(many(steps))
+            cpu.append((server_cpu_s() - c0) / n)
+        out[steps] = (median(walls), median(cpu))
+    return out
+
+
+def server_cpu_s() -> float:
+    """CPU seconds used so far by the `prefect server` processes on this machine (0 if none)."""
+    import os
+    import subprocess
+
+    pids = subprocess.run(["pgrep", "-f", "prefect server"], capture_output=True, text=True)
+    total = 0.0
+    for pid in pids.stdout.split():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def backfill(folder: Path, cycles: int, repeats: int) -> dict:
     walls, steady = [], []
     for r in range(repeats):
@@ -196,6 +250,8 @@ def main():
         (folder / "ratio").mkdir()
         ratio = per_cycle_ratio(folder / "ratio", args.repeats)
         print(ratio)
+        floor = prefect_floor(ratio["n"], args.repeats)
+        print(floor)
         (folder / "backfill").mkdir()
         bf = backfill(folder / "backfill", args.cycles, args.repeats)
         print(bf)
@@ -227,10 +283,26 @@ before the last follow each other, and together are a cycle):
 {parts_rows}
 
 The medians of those three parts add up to {typical * 1e3:.0f} ms; the mean cycle takes
-{ratio["parts"]["a cycle, first created to last ended, per cycle"][0] * 1e3:.0f} ms:
-a few cycles stall for seconds, outside the steps' tasks. Cycle by cycle, Prefect's flow and
-task runs are nearly all of the cost; that is the price of one UI entry per cycle, which
-operational cycles every 6 h can pay and backfills should not.
+{ratio["parts"]["a cycle, first created to last ended, per cycle"][0] * 1e3:.0f} ms.
+
+**What Prefect alone costs** on the same server: {ratio["n"]} flow runs shaped like `cycle` (a
+subflow of one run, no heartbeat) whose six task runs do nothing take
+{floor[6][0] * 1e3:.0f} ms each (the server process uses {floor[6][1] * 1e3:.0f} ms of CPU per
+cycle where it runs on this machine); with no task runs, {floor[0][0] * 1e3:.0f} ms
+({floor[0][1] * 1e3:.0f} ms). A cycle's own work (the six steps' arrays, the store's read and
+write, the artifacts) is the rest: {(ratio["flow"] - floor[6][0]) * 1e3:.0f} ms. Cycle by cycle,
+Prefect's flow and task runs are most of the cost; that is the price of one UI entry per
+cycle, which operational cycles every 6 h can pay and backfills should not.
+
+The server must record task runs in batches (`flows/_runtime.SERVER_DEFAULTS`, which
+`vardax-cycle server`, the embedded server and the tests' servers get). With Prefect's
+defaults (one SQLite transaction per task-run event), the API's next write collides with
+the recorder's, answers 503 `database is locked`, and the client retries 2 s later. During
+development, on a server with the defaults, the `cycle` shape above cost about 2.2 s per
+cycle (2168 and 2150 ms; 39 of 43 parent task runs answered 503 at first) and the l96-4dvar
+path about 1.0 s (1061, 1109, 908 ms; `/tmp/prof/floor.py` and `p4.py`, ad-hoc scripts). The
+run before this change, by this script at commit 470dc35: 1261 ms per cycle (runs 1256,
+1507, 1261; medians of the three parts 573 ms, so about half the wall was such stalls).
 
 **{bf["cycles"]:,}-cycle backfill**, l96-3dvar (K=40, 3DVar every step), block mode (2048
 cycles per task, fields chunked by 256 cycles), into a fresh local store, every cycle persisted

@@ -4,6 +4,7 @@ created never fails the cycle or the run it describes."""
 
 import base64
 import re
+import time
 
 import numpy as np
 from prefect import get_run_logger
@@ -23,6 +24,8 @@ _DIAGNOSTICS = (
     "wall_time_analysis_s",
     "wall_time_cycle_s",
 )
+PROGRESS_EVERY_S = 2.0
+"""The shortest interval between two updates of a run's progress artifact."""
 _MARK = {"committed": "✅", "degraded": "⚠️", "failed": "❌"}
 
 
@@ -41,13 +44,32 @@ def _row(cycle, data: dict, status: str) -> dict:
 
 
 def cycle_artifacts(exp, cycle, data: dict, status: str, reason: str) -> None:
-    """The cycle's diagnostics (its store variables `data`) as a table artifact and its
-    verdict as a markdown artifact, on its flow run (keyed by experiment, so the UI keeps
-    their history)."""
+    """The cycle's diagnostics (its store variables `data`, its status, the gate's verdict
+    and the reason) as a table artifact on its flow run, and for a cycle that is not
+    committed its verdict as a markdown artifact too. Keyed by experiment, so the UI keeps
+    their history: the table's is every cycle's, the verdicts' the cycles to look at. (Each
+    artifact is a write on the API's database; a committed cycle has no more to say.)"""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    row = _row(cycle, data, status)
-    text = (
+    row = _row(cycle, data, status) | {"reason": reason}
+    try:
+        create_table_artifact(
+            [row],
+            key=artifact_key(exp, "cycle-diagnostics"),
+            description=f"{exp.name} {cycle}: diagnostics of the cycle",
+        )
+        if status != "committed":
+            create_markdown_artifact(
+                _verdict(exp, cycle, row, data, status, reason),
+                key=artifact_key(exp, "cycle-summary"),
+                description=f"{exp.name} {cycle}: verdict",
+            )
+    except Exception as err:
+        get_run_logger().warning("%s: artifacts not created: %s", cycle, err)
+
+
+def _verdict(exp, cycle, row: dict, data: dict, status: str, reason: str) -> str:
+    return (
         f"## {exp.name} {cycle}: {_MARK.get(status, '')} {status}\n\n"
         + (f"**Reason:** {reason}\n\n" if reason else "")
         + f"Method `{exp.cfg.method.label}`, {row['n_obs']} observations assimilated, "
@@ -56,17 +78,6 @@ def cycle_artifacts(exp, cycle, data: dict, status: str, reason: str) -> None:
         + f"cost {row['cost_before']} → "
         f"{row['cost_after']} in {row['iterations']} iterations; store `{exp.store_url}`."
     )
-    try:
-        create_table_artifact(
-            [row],
-            key=artifact_key(exp, "cycle-diagnostics"),
-            description=f"{exp.name} {cycle}: diagnostics of the cycle",
-        )
-        create_markdown_artifact(
-            text, key=artifact_key(exp, "cycle-summary"), description=f"{exp.name} {cycle}: verdict"
-        )
-    except Exception as err:
-        get_run_logger().warning("%s: artifacts not created: %s", cycle, err)
 
 
 def progress_artifact(exp, total: int):
@@ -82,7 +93,13 @@ def progress_artifact(exp, total: int):
     except Exception:
         return lambda done: None
 
+    last = [time.monotonic()]
+
     def update(done: int) -> None:
+        # at most one update every PROGRESS_EVERY_S seconds, and the last: a write each
+        if done < total and time.monotonic() - last[0] < PROGRESS_EVERY_S:
+            return
+        last[0] = time.monotonic()
         try:
             update_progress_artifact(artifact_id, 100.0 * done / max(total, 1))
         except Exception:

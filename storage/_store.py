@@ -112,6 +112,7 @@ class CycleStore:
         self.url, self._store, self.axis, self.layout = str(url), store, axis, layout
         self.writable, self._lock = writable, lock
         self._async_arrays = None
+        self._last_written = None  # (slot, variables, status code) of the last write
         self._group = zarr.open_group(
             store, mode="r+" if writable else "r", zarr_format=3, use_consolidated=False
         )
@@ -284,6 +285,7 @@ class CycleStore:
         return read_lock(self._store)
 
     def close(self) -> None:
+        self._last_written = None  # without the lock, another writer may come
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -505,9 +507,14 @@ class CycleStore:
 
             await asyncio.gather(*(one(name, values) for name, values in arrays.items()))
 
+        self._last_written = None
         zarr.core.sync.sync(status_array.setitem(region, np.int8(EMPTY)))
         zarr.core.sync.sync(write_data())
         zarr.core.sync.sync(status_array.setitem(region, statuses))
+        # The writer holds the lock, so the store's last cycle stays what was written: the
+        # next cycle reads it from memory (`read_cycle`, `status_of`), not back from the store.
+        last = {name: np.asarray(v[-1], dtype=targets[name].dtype) for name, v in arrays.items()}
+        self._last_written = (start + count - 1, last, int(statuses[-1]))
 
     def write_cycle(self, point, data: Mapping[str, np.ndarray], status="committed", **kw) -> None:
         """Writes one cycle (see `write_cycles`); `data` without the cycle axis."""
@@ -567,6 +574,8 @@ class CycleStore:
 
     def status_of(self, point) -> str:
         i = self.axis.index(point)
+        if self._last_written is not None and self._last_written[0] == i:
+            return STATUS[self._last_written[2]]
         return STATUS[int(self._group["status"][i])] if i < self.n_slots else "empty"
 
     def read_cycle(self, point, *, require_done: bool = True) -> dict[str, np.ndarray]:
@@ -576,7 +585,10 @@ class CycleStore:
         status = self.status_of(point)
         if require_done and status not in ("committed", "degraded"):
             raise CycleError(f"cycle {cycle_id(point)} in {self.url} is {status}, not committed")
-        out = {name: np.asarray(self._group[name][i]) for name in self.layout.variables()}
+        if self._last_written is not None and self._last_written[0] == i:
+            out = {name: np.array(v) for name, v in self._last_written[1].items()}
+        else:
+            out = {name: np.asarray(self._group[name][i]) for name in self.layout.variables()}
         out["status"] = np.asarray(status)
         return out
 

@@ -54,3 +54,22 @@ def open_run(exp):
         yield Run(exp, store)
     finally:
         store.close()
+
+
+def all_done(exp, first, last) -> int | None:
+    """The number of cycles `first … last` (cycle points) when the experiment's store holds
+    every one as done, else `None` — also when the store is missing, was made for another
+    experiment or cannot be read: a run finds and reports that. Reads the store only."""
+    try:
+        store = storage.CycleStore.open(
+            exp.store_url,
+            layout=exp.layout,
+            config_text=exp.identity,
+            storage_options=exp.storage_options,
+        )
+        if store.axis != exp.axis:
+            return None
+        todo = store.not_done(first.time, last.time)
+    except Exception:
+        return None
+    return None if len(todo) else last.index - first.index + 1

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from flows._runtime import server_environment
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -34,9 +36,8 @@ def start_server(folder: Path):
     """`prefect server start` (SQLite under `folder`) on a free loopback port, its scheduler
     every 5 s. **Returns** (process, API URL) once it answers."""
     port = free_port()
-    env = os.environ | {
+    env = server_environment() | {
         "PREFECT_HOME": str(folder / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
         # a run stopped or killed mid-cycle keeps its deployment slot until the lease
         # expires (300 s by default); the tests stop runs on purpose, so keep it short

@@ -77,9 +77,9 @@ def prefect_api():
     database and a server process on loopback); flows in this process report to it.
 
     **Yields** its URL, for CLI subprocesses (`PREFECT_API_URL`)."""
-    import os
+    from flows._runtime import configure_prefect
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    configure_prefect()  # the server process starts with the pipeline's server settings
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 

@@ -92,3 +92,52 @@ def test_serve_and_deploy_need_a_real_server():
         if saved is not None:
             os.environ["PREFECT_API_URL"] = saved
     assert bad.exit_code == 2 and "--crash-after (20 s) must exceed --heartbeat" in bad.output
+
+
+def test_run_on_a_finished_range_starts_no_prefect(tmp_path):
+    """`run` over cycles the store holds as done answers from the store alone: no flow run,
+    and (in a fresh process) Prefect is not even imported. A range with a cycle still to
+    run, or a store made for another config, goes to the flow as before."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    import tasks
+
+    data = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "configs" / "l96-3dvar.yaml").read_text()
+    )
+    data["experiment"], data["store"] = "done-range", {"url": str(tmp_path / "s.zarr")}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data))
+    exp = tasks.experiment(config)
+    with tasks.open_run(exp) as run:
+        for k in range(3):
+            run.store.mark(exp.axis.point(k), "skipped")
+    first, third, fourth = (exp.axis.cycle(k) for k in (0, 2, 3))
+    assert tasks.all_done(exp, first, third) == 3
+    assert tasks.all_done(exp, first, fourth) is None
+    result = CliRunner().invoke(app, ["run", str(config), "--cycles", "3"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "nothing to do; 3 already done" in result.output
+    probe = (
+        "import sys, tasks\n"
+        f"exp = tasks.experiment({str(config)!r})\n"
+        "n = tasks.all_done(exp, exp.axis.cycle(0), exp.axis.cycle(2))\n"
+        "print(n, 'prefect' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["3", "False"], out.stderr
+    data["method"]["prior_cov"]["scale"] = 0.01
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(data))
+    assert tasks.all_done(tasks.experiment(other), first, third) is None  # another identity
+
+
+def test_server_settings_record_task_runs_in_batches_unless_the_user_says_otherwise():
+    from flows._runtime import SERVER_DEFAULTS, server_environment
+
+    key = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"
+    assert int(server_environment({})[key]) > 1  # Prefect's default, 1, stalls cycles on SQLite
+    assert server_environment({key: "7", "X": "y"}) == SERVER_DEFAULTS | {key: "7", "X": "y"}

@@ -283,3 +283,40 @@ def test_fields_chunked_by_several_cycles(tmp_path):
         ["committed"] * 2 + ["degraded"] + ["committed"] * 3 + ["empty"] * 3 + ["committed"]
     )
     assert len(list((url / "analysis" / "c").iterdir())) == 3  # chunks 0–3, 4–7, 8–11
+
+
+def test_the_writer_reads_its_last_cycle_as_the_store_holds_it(tmp_path):
+    """The writer keeps the cycle it wrote last in memory (the next cycle starts from it): what
+    it reads equals, in values and dtypes, what a fresh reader of the store gets — for a
+    float32 layout, variables left out (fill values), and after a rewrite or a `mark`."""
+    import dataclasses
+
+    layout = dataclasses.replace(LAYOUT, dtype="float32")
+    url = tmp_path / "f32.zarr"
+    w = st.CycleStore.create(url, layout, ORIGIN, INTERVAL, config_text="x: 1", block=4)
+    partial = {k: v for k, v in cycle_data(1).items() if k not in ("forecast", "cost_after")}
+    w.write_cycle(point(0), cycle_data(0), "committed")
+    w.write_cycle(point(1), partial, "degraded")
+
+    def same_as_a_reader(k):
+        mine = w.read_cycle(point(k), require_done=False)
+        theirs = st.CycleStore.open(url).read_cycle(point(k), require_done=False)
+        assert mine.keys() == theirs.keys()
+        for name in mine:
+            assert mine[name].dtype == theirs[name].dtype, name
+            np.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
+        assert w.status_of(point(k)) == st.CycleStore.open(url).status_of(point(k))
+        return mine
+
+    assert same_as_a_reader(1)["analysis"].dtype == np.float32
+    assert np.isnan(same_as_a_reader(1)["cost_after"])
+    same_as_a_reader(0)
+    got = w.read_cycle(point(1), require_done=False)
+    got["analysis"][:] = 0  # a copy: the kept cycle is not changed through it
+    assert not np.all(w.read_cycle(point(1))["analysis"] == 0)
+    w.write_cycle(point(1), cycle_data(5), "committed")
+    want = cycle_data(5)["analysis"].astype("float32")
+    np.testing.assert_array_equal(same_as_a_reader(1)["analysis"], want)
+    w.mark(point(1), "skipped")
+    assert same_as_a_reader(1)["status"] == "skipped"
+    w.close()
