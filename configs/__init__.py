@@ -8,6 +8,7 @@ from ._load import learned_layout as learned_layout
 from ._load import load_config as load_config
 from ._load import load_sweep as load_sweep
 from ._load import parse_config as parse_config
+from ._load import resolve_path as resolve_path
 from ._models import ENTRY_POINT_GROUPS as ENTRY_POINT_GROUPS
 from ._models import AmortizedPosteriorConfig as AmortizedPosteriorConfig
 from ._models import ClimatologicalCov as ClimatologicalCov

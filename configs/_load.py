@@ -1,5 +1,11 @@
-"""Reading an experiment config from YAML, with errors that name the file and the key."""
+"""Reading an experiment config from YAML, with errors that name the file and the key.
 
+Local paths in a config file (`store.url`, `observations.url`, `method.checkpoint`; a sweep's
+`base` and `folder`) are relative to the folder of the file that holds them; an absolute
+path, or a URL with a scheme (`s3://…`, `file://…`), is taken as it is."""
+
+import os
+import re
 from pathlib import Path
 
 import yaml
@@ -49,7 +55,12 @@ def _message(e: dict) -> tuple[str, str]:
         key = ctx["discriminator"].strip(chr(39))
         key = "name" if key.endswith(")") else key  # a callable discriminator: by name
         return f".{key}", f"Input should be {expected} (got {ctx['tag']!r})"
-    return "", e["msg"].removeprefix("Value error, ")
+    msg = e["msg"].removeprefix("Value error, ")
+    given = e.get("input")
+    if e["type"] not in ("missing", "model_type") and isinstance(given, str | int | float | bool):
+        if repr(given) not in msg:  # the value at fault, when the message does not say it
+            msg += f" (got {given!r})"
+    return "", msg
 
 
 def parse_config(data, source: str = "<config>") -> ExperimentConfig:
@@ -78,6 +89,14 @@ def _read_yaml(path: Path):
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory: name a YAML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a text file (byte {err.start} is not UTF-8): name a YAML file"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -88,10 +107,39 @@ def _read_yaml(path: Path):
         ) from None
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+# The keys of an experiment config that are local paths (relative to the file's folder).
+_PATHS = (("store", "url"), ("observations", "url"), ("method", "checkpoint"))
+
+
+def resolve_path(value, folder) -> str:
+    """`value` (a path or URL from a config file in `folder`): a relative local path joined
+    to `folder` (absolute, normalised); an absolute path or a URL with a scheme unchanged."""
+    value = str(value)
+    if _SCHEME.match(value) or os.path.isabs(value):
+        return value
+    return os.path.normpath(os.path.join(os.path.abspath(folder), value))
+
+
+def _resolve_paths(data, folder, keys=_PATHS):
+    """A copy of the mapping `data` with its path `keys` resolved against `folder` (what is
+    not a string is left for validation to name)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for section, key in keys:
+        node = out.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            out[section] = {**node, key: resolve_path(node[key], folder)}
+    return out
+
+
 def load_config(path) -> ExperimentConfig:
-    """Reads and validates an experiment YAML file."""
+    """Reads and validates an experiment YAML file; its local paths resolve against the
+    file's folder (`resolve_path`)."""
     path = Path(path)
-    return parse_config(_read_yaml(path), str(path))
+    return parse_config(_resolve_paths(_read_yaml(path), path.parent), str(path))
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -114,15 +162,19 @@ def load_sweep(path) -> tuple[SweepConfig, dict[str, dict]]:
     the sweep's folder: every member's store sits beside one shared OSSE). Each member is
     validated as an experiment; errors name the sweep file and the member."""
     path = Path(path)
-    sweep = _validate(SweepConfig, _read_yaml(path), str(path))
+    raw = _read_yaml(path)
+    if isinstance(raw, dict):  # base and folder: relative to the sweep file's folder
+        raw = {
+            k: resolve_path(v, path.parent) if k in ("base", "folder") and isinstance(v, str) else v
+            for k, v in raw.items()
+        }
+    sweep = _validate(SweepConfig, raw, str(path))
     base_path = Path(sweep.base)
-    if not base_path.is_absolute() and not base_path.exists():
-        base_path = path.parent / base_path
-    base = _read_yaml(base_path)
+    base = _resolve_paths(_read_yaml(base_path), base_path.parent)
     parse_config(base, str(base_path))
     members = {}
     for name, changes in sweep.members.items():
-        data = _merge(base, changes)
+        data = _merge(base, _resolve_paths(changes, path.parent))
         data["experiment"] = f"{sweep.sweep}-{name}"
         data["store"] = {**base.get("store", {}), "url": f"{sweep.folder.rstrip('/')}/{name}.zarr"}
         parse_config(data, f"{path}: member {name}")
@@ -161,8 +213,14 @@ def identity_text(config: ExperimentConfig) -> str:
     QC, method, cycling), as canonical YAML without defaults: a store records and checks
     it, so an operational change (gate policy, catch-up, cut-off, paths) or a new setting
     with a default does not orphan the store, while a change to the science is refused."""
-    data = config.model_dump(mode="json", include=_IDENTITY, exclude_defaults=True)
+    data = config.model_dump(
+        mode="json", include=_IDENTITY, exclude=_NOT_IDENTITY, exclude_defaults=True
+    )
     return yaml.safe_dump(data, sort_keys=True)
+
+
+# where a file lives is operational too (a checkpoint's path is resolved to an absolute one)
+_NOT_IDENTITY = {"method": {"checkpoint"}}
 
 
 # What a learned method's parameters depend on: the model, the observation layout, the

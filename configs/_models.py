@@ -301,7 +301,7 @@ class ObservationsConfig(_Config):
     network: Network | None = None
     operator: Literal["identity", "arctan"] | PluginOperatorConfig = "identity"
     capacity: Annotated[int, Field(ge=1)] | None = None
-    error_std: Annotated[float, Field(gt=0)] = 1.0
+    error_std: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     every_steps: Annotated[int, Field(ge=1)] = 1
     qc: QCConfig = QCConfig()
     cutoff: str | None = None

@@ -160,6 +160,8 @@ def cycling_flow(
     t0, log = time.perf_counter(), get_run_logger()
     with tasks.open_run(exp) as run:
         todo = cycles_to_do(run, first, last, rerun)
+        if todo and not cold_start:  # the past it continues from was computed from these obs
+            tasks.check_lineage(run, todo[0])
         already = last.index - first.index + 1 - len(todo)
         log.info("%s: %d cycles to run, %d already done", exp.name, len(todo), already)
         tick(0, len(todo), "", "")
@@ -196,14 +198,17 @@ def _simulate_name() -> str:
 @flow(
     name="simulate", flow_run_name=_simulate_name, persist_result=False, validate_parameters=False
 )
-def simulate_flow(config: str, cycles: int, seed: int = 0) -> dict:
-    """An OSSE for the experiment: `cycles` windows of truth and observations."""
+def simulate_flow(config: str, cycles: int, seed: int = 0, force: bool = False) -> dict:
+    """An OSSE for the experiment: `cycles` windows of truth and observations. Refuses to
+    replace the OSSE of a store with cycles done against it, unless `force`."""
     exp = tasks.experiment(config)
     if not exp.cfg.observations.simulated:
         raise configs.ConfigError(
             f"{config}: observations.source is {exp.cfg.observations.source!r}; simulate makes "
             "synthetic observations (source: synthetic)"
         )
+    if not force:
+        tasks.refuse_replacing(exp, cycles)
     with tags(*exp.tags):
         out = tasks.write_osse(exp, cycles, seed)
     files = out["observations"]

@@ -8,6 +8,7 @@ deployment allows one run at a time.
 """
 
 import math
+import os
 import time
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -134,7 +135,16 @@ ONE_RUN_AT_A_TIME = {"limit": 1, "collision_strategy": "ENQUEUE"}
 
 
 def _description(exp) -> str:
-    return f"{exp.cfg.description} — scheduled cycling into {exp.store_url}"
+    return f"{exp.cfg.description} — scheduled cycling into {_shown(exp.store_url)}"
+
+
+def _shown(url: str) -> str:
+    """A local path under this directory relative to it (the config resolves it to an
+    absolute one; the description stays the same on every checkout), else as it is."""
+    if "://" in url or not os.path.isabs(url):
+        return url
+    relative = os.path.relpath(url)
+    return url if relative.startswith("..") else relative
 
 
 def deployment(config, *, module_entrypoint: bool = False, job_variables: dict | None = None):
@@ -222,7 +232,7 @@ def deploy(
     """Registers the experiment's deployment in the work pool `pool` (created, of
     `pool_type`, if missing); `prefect worker start --pool POOL` on any machine with the
     project installed then runs its cycles. A `process` worker runs each in `working_dir`
-    (default: this directory), where the config's relative paths resolve. Its runs send a
+    (default: this directory); the config's own paths are relative to its folder. Its runs send a
     heartbeat every `heartbeat_s` (Prefect's minimum is 30), and a run silent for
     `crash_after_s` (more than `heartbeat_s`) is marked crashed (`crash_unresponsive_runs`).
     **Returns** the deployment's name and id, and the pool's name and type."""
@@ -266,7 +276,8 @@ def prefect_yaml(config_paths, pool: str = "vardax-cycle") -> str:
     """The project's `prefect.yaml`: for each config (a path relative to the project root),
     the deployment `deploy` registers — its schedule, parameters, tags and one run at a time —
     in the work pool `pool`. `prefect deploy` adds the pull step that runs it in the checkout
-    it was deployed from, where the relative config and store paths resolve."""
+    it was deployed from, where the relative config paths resolve (and a config's own
+    paths are relative to its folder)."""
     import prefect
     import yaml
 

@@ -208,14 +208,21 @@ def simulate(
     config: _Config,
     cycles: Annotated[int, typer.Option(min=1, help="cycles of truth and observations")] = 40,
     seed: Annotated[int, typer.Option(help="seed of the nature run and the noise")] = 0,
+    force: Annotated[
+        bool, typer.Option(help="replace the OSSE even of a store with cycles done against it")
+    ] = False,
 ) -> None:
     """An OSSE: the nature run and synthetic observations for CYCLES cycles (from the origin),
-    written beside the store (truth.zarr, observations file)."""
+    written beside the store (truth.zarr, observations file). Refuses (exit code 2) to replace
+    the OSSE of a store that holds cycles done against it, unless --force."""
+    import tasks
     from flows import _flows
 
     exp = _experiment(config)
+    if not force:  # before Prefect starts
+        tasks.refuse_replacing(exp, cycles)
     _server_note()
-    out = _flows.simulate_flow(exp.config_path, cycles, seed)
+    out = _flows.simulate_flow(exp.config_path, cycles, seed, force)
     files = out["observations"]
     console.print(
         f"{exp.name}: nature run {out['truth']}; {out['n_obs']} observations in "
@@ -331,8 +338,8 @@ def deploy(
     working_dir: Annotated[
         Path | None,
         typer.Option(
-            help="where a process worker runs the cycles, and the config's relative paths "
-            "resolve (default: this directory)"
+            help="where a process worker runs the cycles (default: this directory); the "
+            "config's own paths are relative to its folder"
         ),
     ] = None,
     heartbeat: Annotated[
@@ -412,12 +419,18 @@ def demo(
     cycles: Annotated[int, typer.Option(min=1)] = 40,
 ) -> None:
     """The main job: simulate an OSSE, run CYCLES cycles (resuming a partial run), write the
-    report, and print where the store and the plots are."""
+    report, and print where the store and the plots are. A partial run keeps its OSSE when
+    that covers CYCLES (a longer one would replace what its cycles were computed from:
+    refused, exit code 2)."""
+    import tasks
     from flows import _flows
     from flows._report import write_report
 
     exp = _experiment(config)
-    _flows.simulate_flow(exp.config_path, cycles, 0)
+    if tasks.osse_cycles(exp) < cycles:
+        if exp.cfg.observations.simulated:  # before Prefect starts
+            tasks.refuse_replacing(exp, cycles)
+        _flows.simulate_flow(exp.config_path, cycles, 0)
     first, last = _range(exp, None, None, cycles)
     _summary(exp, _run_cycles(exp, first, last))
     report_dir = Path(os.path.dirname(exp.store_url)) / "report"
@@ -523,8 +536,8 @@ def info() -> None:
 @command
 def validate(config: Annotated[Path, typer.Argument(help="experiment YAML file")]) -> None:
     """Checks an experiment config as `run` would (its model, observation layout,
-    covariances, method and gate built); prints what it sets up, or each problem with its
-    key."""
+    covariances, method and gate built; an existing store made for it), touching nothing;
+    prints what it sets up, or the problem with its key."""
     import storage
 
     exp = _experiment(config)
@@ -534,10 +547,14 @@ def validate(config: Annotated[Path, typer.Argument(help="experiment YAML file")
         method = type(exp.core.method).__name__
     except storage.CheckpointError as err:
         method = f"{cfg.method.label} (not trained yet: {err})"
+    import tasks
+
+    store = tasks.checked_store(exp)  # read-only, as `run` opens it
+    held = "new" if store is None else f"{len(store.committed_cycles())} cycles done"
     console.print(
         f"[green]valid[/green]: {cfg.experiment} — {cfg.model.label} (state "
         f"{exp.model.state_size}), {cfg.method.label} = {method}, cycles from "
-        f"{cfg.cycling.origin} every {cfg.cycling.interval}, store {cfg.store.url}"
+        f"{cfg.cycling.origin} every {cfg.cycling.interval}, store {cfg.store.url} ({held})"
     )
 
 
@@ -594,3 +611,66 @@ def report(
 
     summary = write_report(store, out, truth_url=truth)
     console.print(f"report: {summary} (and the PNGs beside it)")
+
+
+@command
+def verify(store: Annotated[str, typer.Argument(help="store path or fsspec URL")]) -> None:
+    """Reads every written cycle of the store and checks each variable against the checksum
+    written at its commit; lists each cycle and variable that is unreadable or does not
+    match (exit code 4), or says all match (0). A reader: needs no lock."""
+    import storage
+
+    s = storage.CycleStore.open(store)
+    progress = _progress_bar()
+    bar = progress.add_task("verify", total=s.n_slots, last="")
+    with progress:
+        result = s.verify(lambda done, total: progress.update(bar, completed=done, total=total))
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if result.problems:
+        table = Table(title=f"{store}: {len(result.problems)} problems")
+        for col in ("cycle", "variable", "problem"):
+            table.add_column(col)
+        for cycle, name, what in result.problems:
+            table.add_row(cycle, name, what)
+        console.print(table)
+        console.print(
+            "[red]storage failure[/red]: recompute each damaged cycle with `vardax-cycle "
+            "backfill CONFIG --start CYCLE --end CYCLE --rerun`",
+            highlight=False,
+        )
+        raise typer.Exit(code=4)
+    console.print(
+        f"[green]ok[/green]: {result.cycles} written cycles, {result.variables} variables read, "
+        f"{result.summed} checksums match — {store}",
+        highlight=False,
+    )
+
+
+@command
+def unlock(
+    store: Annotated[str, typer.Argument(help="store path or fsspec URL")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+) -> None:
+    """Breaks the store's writer lock, left by a writer that is gone (killed, or its host
+    lost). Shows the holder and asks first; refuses a holder that still runs on this host
+    (exit code 3). A cycle that writer left half-written is redone (or, for a rerun,
+    completed) by the next run."""
+    import storage
+
+    holder, damaged = storage.CycleStore.lock_info(store)
+    if holder is None and damaged is None:
+        console.print(f"{store} is not locked")
+        return
+    if holder is not None and holder.holder_is_alive_here():
+        raise storage.StoreLockedError(
+            f"store {store} is locked by a writer that still runs on this host "
+            f"({holder.describe()}): stop it instead"
+        )
+    what = f"is locked by {holder.describe()}" if holder is not None else f"lock: {damaged}"
+    console.print(f"{store} {what}", highlight=False, soft_wrap=True)
+    if not yes and not typer.confirm("Break the lock? (only if that writer is gone)"):
+        console.print("the lock is left as it was")
+        raise typer.Exit(code=3)
+    storage.CycleStore.break_lock(store)
+    console.print(f"lock of {store} broken", highlight=False)

@@ -13,6 +13,7 @@ from ._cycles import parse_interval as parse_interval
 from ._cycles import parse_time as parse_time
 from ._errors import CycleError as CycleError
 from ._errors import ObservationError as ObservationError
+from ._errors import StoreCorruptError as StoreCorruptError
 from ._errors import StoreError as StoreError
 from ._errors import StoreLockedError as StoreLockedError
 from ._errors import StoreMismatchError as StoreMismatchError

@@ -37,3 +37,11 @@ class ObservationError(StoreError, ValueError):
     """An observation file or its contents cannot be used."""
 
     exit_code = 2
+
+
+class StoreCorruptError(StoreError):
+    """A store whose contents cannot be trusted: a chunk that does not decode or does not
+    match the checksum written at its commit, a damaged lock, an interrupted creation
+    (exit code 4)."""
+
+    exit_code = 4

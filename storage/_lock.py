@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 
-from ._errors import StoreLockedError
+from ._errors import StoreCorruptError, StoreError, StoreLockedError
 
 logger = logging.getLogger("vardax.storage")
 
@@ -48,6 +48,18 @@ class LockInfo:
             return False
         return False
 
+    def holder_is_alive_here(self) -> bool:
+        """True when the holder is a process that runs on this host."""
+        if self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def describe(self) -> str:
         age = time.time() - self.heartbeat_at
         return (
@@ -75,9 +87,19 @@ def _payload(info: LockInfo) -> bytes:
     return json.dumps(group).encode()
 
 
-def read_lock(store) -> LockInfo | None:
+def read_lock(store, where: str = "") -> LockInfo | None:
+    """The lock's holder, or None; a damaged lock raises `StoreCorruptError` naming it."""
     raw = _get(store, LOCK_KEY)
-    return None if raw is None else LockInfo(**json.loads(raw)["attributes"]["vardax_lock"])
+    if raw is None:
+        return None
+    try:
+        return LockInfo(**json.loads(raw)["attributes"]["vardax_lock"])
+    except (ValueError, KeyError, TypeError) as err:
+        where = where or "the store"
+        raise StoreCorruptError(
+            f"the writer lock of {where} ({LOCK_KEY}) is damaged ({type(err).__name__}: {err}): "
+            f"if no writer runs, remove it with `vardax-cycle unlock {where}`"
+        ) from None
 
 
 def _delete(store) -> None:
@@ -95,7 +117,7 @@ class StoreLock:
     def acquire(self) -> LockInfo:
         """Takes the lock; a lock left by a dead process on this host is taken over (with
         its `*.partial` leftovers removed); a live holder raises `StoreLockedError`."""
-        held = read_lock(self.store)
+        held = read_lock(self.store, self.where)
         if held is not None and held.holder_is_dead():
             logger.warning(
                 "store %s: taking over the lock of a writer that is gone (%s)",
@@ -107,15 +129,21 @@ class StoreLock:
         info = LockInfo(
             uuid.uuid4().hex, getpass.getuser(), socket.gethostname(), os.getpid(), now, now
         )
-        _run(self.store.set_if_not_exists(LOCK_KEY, _buffer(_payload(info))))
-        held = read_lock(self.store)
+        try:
+            _run(self.store.set_if_not_exists(LOCK_KEY, _buffer(_payload(info))))
+        except OSError as err:  # a full or read-only disk: nothing of the store was touched
+            raise StoreError(
+                f"store {self.where}: cannot take the writer lock "
+                f"({err.strerror or err}); the store is as it was"
+            ) from err
+        held = read_lock(self.store, self.where)
         if held is None or held.token != info.token:
             stale = held is not None and time.time() - held.heartbeat_at > self.stale_after_s
             raise StoreLockedError(
                 f"store {self.where} is locked by another writer: {held.describe() if held else '?'}"
                 + (
                     f". Its heartbeat is older than {self.stale_after_s:.0f} s: if that process is "
-                    "gone, break the lock with CycleStore.break_lock(url)"
+                    f"gone, break the lock with `vardax-cycle unlock {self.where}`"
                     if stale
                     else ""
                 )
@@ -126,7 +154,7 @@ class StoreLock:
     def heartbeat(self) -> None:
         if self.info is None:
             return
-        held = read_lock(self.store)
+        held = read_lock(self.store, self.where)
         if held is None or held.token != self.info.token:
             raise StoreLockedError(f"store {self.where}: this writer lost its lock (it was broken)")
         self.info = LockInfo(**(asdict(self.info) | {"heartbeat_at": time.time()}))
@@ -144,10 +172,12 @@ class StoreLock:
 def break_lock(store) -> LockInfo | None:
     """Removes the lock whoever holds it, and the temporary `*.partial` files a writer killed
     mid-write leaves on a local disk (its atomic writes' unfinished halves, never read);
-    **returns** the lock it held."""
-    held = read_lock(store)
-    if held is not None:
-        _delete(store)
+    **returns** the lock it held (None for none, or a damaged one)."""
+    try:
+        held = read_lock(store)
+    except StoreCorruptError:
+        held = None
+    _delete(store)
 
     async def partials():
         return [key async for key in store.list() if key.endswith(".partial")]

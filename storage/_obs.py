@@ -135,6 +135,15 @@ def read_observation_table(
     table["time"] = _as_utc_times(table["time"], url)
     for column in ["value", "error_std", *positions]:
         table[column] = _numbers(table[column], url, column)
+    with np.errstate(invalid="ignore"):
+        bad = (table["error_std"] <= 0).to_numpy()
+    if bad.any():  # not a missing observation (NaN, which QC flags): a wrong one
+        row = int(np.flatnonzero(bad)[0])
+        raise ObservationError(
+            f"observation file {url}: column 'error_std' holds {float(table['error_std'].iloc[row])} "
+            f"in row {row + 1} ({int(bad.sum())} rows ≤ 0): an observation's error standard "
+            "deviation must be > 0"
+        )
     if "qc" in table.columns:
         table["qc"] = _numbers(table["qc"], url, "qc").fillna(0)
     if not positions and not np.issubdtype(table["location"].dtype, np.integer):
@@ -484,11 +493,12 @@ def observation_table(times, locations, values, error_std) -> pd.DataFrame:
 
 
 def write_nature_run(
-    url, times, states, *, first_guess=None, dim="site", storage_options=None
+    url, times, states, *, first_guess=None, dim="site", storage_options=None, attrs=None
 ) -> None:
     """The OSSE truth: `states` `(T, …state shape)` at `times`, a Zarr dataset
     `truth(time, *dims)`, and the first cycle's first guess `first_guess(*dims)` when given.
-    `dim`: the state dimension's name, or a tuple of names for a field (`("y", "x")`)."""
+    `dim`: the state dimension's name, or a tuple of names for a field (`("y", "x")`);
+    `attrs`: more attributes of the dataset (the OSSE's lineage)."""
     times = pd.DatetimeIndex([parse_time(t) for t in times])
     states = np.asarray(states)
     dims = (dim,) if isinstance(dim, str) else tuple(dim)
@@ -500,7 +510,7 @@ def write_nature_run(
         {"truth": (("time", *dims), states)},
         coords={"time": times.to_numpy()}
         | {d: np.arange(size) for d, size in zip(dims, states.shape[1:], strict=True)},
-        attrs={"title": "vardax-cycle nature run (OSSE truth)"},
+        attrs={"title": "vardax-cycle nature run (OSSE truth)", **(attrs or {})},
     )
     if first_guess is not None:
         ds["first_guess"] = (dims, np.reshape(first_guess, states.shape[1:]))
@@ -520,7 +530,14 @@ def read_nature_run(url, *, storage_options=None, variable: str = "truth") -> xr
     """`truth(time, …)` of a nature run (or its `first_guess`)."""
     if not _exists(str(url), storage_options):
         raise ObservationError(f"nature run not found: {url}")
-    ds = xr.open_zarr(str(url), storage_options=storage_options or None, consolidated=False)
+    try:
+        ds = xr.open_zarr(str(url), storage_options=storage_options or None, consolidated=False)
+    except Exception as err:  # not a Zarr dataset, or a damaged one: name it
+        raise ObservationError(
+            f"nature run {url} cannot be read as Zarr: {type(err).__name__}: {err}"
+        ) from err
     if variable not in ds:
         raise ObservationError(f"nature run {url} has no variable {variable!r}")
-    return ds[variable]
+    out = ds[variable]
+    out.attrs = {**ds.attrs, **out.attrs}  # the dataset's lineage (osse_id, osse_hash) too
+    return out

@@ -18,10 +18,14 @@ _WHERE = {
     "forget": "._experiment",
     "Observations": "._observations",
     "read_observations": "._observations",
+    "check_lineage": "._observations",
+    "osse_cycles": "._osse",
     "osse_problem": "._osse",
+    "refuse_replacing": "._osse",
     "write_osse": "._osse",
     "CycleHalted": "._run",
     "all_done": "._run",
+    "checked_store": "._run",
     "Run": "._run",
     "open_run": "._run",
     "open_store": "._run",
@@ -53,12 +57,16 @@ if TYPE_CHECKING:
     from ._experiment import experiment as experiment
     from ._experiment import forget as forget
     from ._observations import Observations as Observations
+    from ._observations import check_lineage as check_lineage
     from ._observations import read_observations as read_observations
+    from ._osse import osse_cycles as osse_cycles
     from ._osse import osse_problem as osse_problem
+    from ._osse import refuse_replacing as refuse_replacing
     from ._osse import write_osse as write_osse
     from ._run import CycleHalted as CycleHalted
     from ._run import Run as Run
     from ._run import all_done as all_done
+    from ._run import checked_store as checked_store
     from ._run import open_run as open_run
     from ._run import open_store as open_store
     from ._runtime import configure_runtime as configure_runtime

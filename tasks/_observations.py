@@ -69,7 +69,7 @@ def _checked(exp, raw: storage.WindowObservations) -> Observations:
     flags = storage.quality_control(raw, valid_range=valid_range, inside=inside)
     mask = flags == PASS
     mask[0] = False
-    reason = "" if mask.any() else f"no observations in the window in {raw.source}"
+    reason = "" if mask.any() else _nothing_passes(raw, flags)
     return Observations(
         raw.values,
         raw.error_std,
@@ -79,6 +79,25 @@ def _checked(exp, raw: storage.WindowObservations) -> Observations:
         raw.content_hash,
         reason,
         raw.positions,
+    )
+
+
+def _nothing_passes(raw: storage.WindowObservations, flags: np.ndarray) -> str:
+    """Why a window has nothing to assimilate: no observations in it, or every one of them
+    rejected by static QC — how many for each reason, and the first one's value and error."""
+    present = raw.mask.copy()
+    present[0] = False  # the cycle point's row is the previous cycle's
+    if not present.any():
+        return f"no observations in the window in {raw.source}"
+    counts = {
+        storage.QC[f]: int(n)
+        for f, n in zip(*np.unique(flags[present], return_counts=True), strict=True)
+    }
+    t, k = np.argwhere(present & (flags != PASS))[0]
+    return (
+        f"none of the window's {int(present.sum())} observations in {raw.source} passes "
+        f"static QC ({', '.join(f'{name} {n}' for name, n in counts.items())}; e.g. window "
+        f"time {t}, slot {k}: value {float(raw.values[t, k])}, error_std {float(raw.error_std[t, k])})"
     )
 
 
@@ -144,3 +163,29 @@ def _table(exp, url: str):
                 f"`vardax-cycle simulate {exp.config_path}` first"
             ) from None
         raise
+
+
+def check_lineage(run, first: int) -> None:
+    """Raises `storage.ObservationError` (exit code 2) when a run that continues from the
+    done cycle before slot `first` would read other observations for that cycle than the
+    store recorded it was computed from (`obs_hash`): the observation source was replaced
+    (a new OSSE, an edited file), and the cycles to come would not follow from their past.
+    Nothing to compare (no such cycle, no hash, its observations now missing): no check."""
+    exp, store = run.exp, run.store
+    if first == 0 or store.status_of(exp.axis.point(first - 1)) not in ("committed", "degraded"):
+        return
+    previous = exp.axis.cycle(first - 1)
+    recorded = str(store.read_cycle(previous.time)["obs_hash"])
+    try:
+        now = read_observations(exp, [previous])[0]
+    except storage.ObservationError:  # its file removed since (an operational clean-up)
+        return
+    if not recorded or now.reason or now.content_hash == recorded:
+        return
+    raise storage.ObservationError(
+        f"{exp.name}: cycle {previous} was computed from other observations than {now.source} "
+        f"holds now (obs_hash {recorded[:12]}… in {exp.store_url}, {now.content_hash[:12]}… "
+        "now): the observation source was replaced since. Point observations.url at the "
+        f"original, or recompute from the first changed cycle with `vardax-cycle backfill "
+        f"{exp.config_path} --start CYCLE --end {previous.id} --rerun`"
+    )

@@ -56,10 +56,10 @@ def open_run(exp):
         store.close()
 
 
-def all_done(exp, first, last) -> int | None:
-    """The number of cycles `first … last` (cycle points) when the experiment's store holds
-    every one as done, else `None` — also when the store is missing, was made for another
-    experiment or cannot be read: a run finds and reports that. Reads the store only."""
+def checked_store(exp) -> storage.CycleStore | None:
+    """The experiment's existing store, read-only, checked as a run opens it (layout,
+    identity, cycle axis: `storage.StoreMismatchError` naming what differs); None when
+    there is no store yet."""
     try:
         store = storage.CycleStore.open(
             exp.store_url,
@@ -67,7 +67,24 @@ def all_done(exp, first, last) -> int | None:
             config_text=exp.identity,
             storage_options=exp.storage_options,
         )
-        if store.axis != exp.axis:
+    except storage.StoreNotFoundError:
+        return None
+    if store.axis != exp.axis:
+        raise storage.StoreMismatchError(
+            f"store {exp.store_url} cycles from {store.attrs.get('cycle_origin')} every "
+            f"{store.attrs.get('cycle_interval')}, this config from {exp.cfg.cycling.origin} "
+            f"every {exp.cfg.cycling.interval}"
+        )
+    return store
+
+
+def all_done(exp, first, last) -> int | None:
+    """The number of cycles `first … last` (cycle points) when the experiment's store holds
+    every one as done, else `None` — also when the store is missing, was made for another
+    experiment or cannot be read: a run finds and reports that. Reads the store only."""
+    try:
+        store = checked_store(exp)
+        if store is None:
             return None
         todo = store.not_done(first.time, last.time)
     except Exception:

@@ -11,7 +11,7 @@ import storage
 import vardax_core as vc
 
 from ._experiment import experiment
-from ._osse import osse_problem
+from ._osse import osse_hash, osse_problem
 from ._restart import initial_state
 
 _run_cycles = eqx.filter_jit(vc.run_cycles)
@@ -58,9 +58,32 @@ class ReportData:
     attrs: dict
 
 
+def check_lineage(store: storage.CycleStore, truth_url, storage_options=None) -> None:
+    """Raises `storage.ObservationError` (exit code 2) when the nature run at `truth_url` was
+    simulated for another experiment than the store's (its `osse_hash`), or has another
+    state shape. A nature run that records no lineage (made by other code) is taken as it is."""
+    truth = storage.read_nature_run(truth_url, storage_options=storage_options)
+    recorded, text = truth.attrs.get("osse_hash"), store.attrs.get("config_text", "")
+    if recorded and text and recorded != osse_hash(text):
+        raise storage.ObservationError(
+            f"truth {truth_url} was simulated for another OSSE (experiment "
+            f"{truth.attrs.get('experiment', '?')!r}) than store {store.url}'s (experiment "
+            f"{store.attrs.get('experiment', '?')!r}: model, observations or cycling differ); "
+            "score it against the truth beside its own store"
+        )
+    want = tuple(n for _, n in store.layout.state_dims)
+    if tuple(truth.shape[1:]) != want:
+        raise storage.ObservationError(
+            f"truth {truth_url} has states of shape {tuple(truth.shape[1:])}, store "
+            f"{store.url} of shape {want}: score it against the truth of its own OSSE"
+        )
+
+
 def report_data(store_url, truth_url=None, storage_options=None) -> ReportData:
     """The report's data of the store at `store_url` (and the OSSE truth, when given)."""
     store = storage.CycleStore.open(store_url, storage_options=storage_options)
+    if truth_url is not None:
+        check_lineage(store, truth_url, storage_options)
     table = store.status_table()
     done = np.flatnonzero(table["status"].isin(["committed", "degraded"]).to_numpy())
     ends = storage.read_window_ends(

@@ -252,3 +252,23 @@ def test_running_before_simulate_says_what_to_do(prefect_api, tmp_path):
     cfg = experiment_config(tmp_path, "l63-3dvar", experiment="no-osse")
     with pytest.raises(storage.ObservationError, match=r"vardax-cycle simulate"):
         _flows.cycling_flow(str(cfg), end="20260101T0600Z")
+
+
+def test_a_replaced_osse_is_refused_then_forced_and_the_run_stops_at_the_seam(
+    prefect_api, tmp_path
+):
+    """simulate refuses to replace the OSSE of committed cycles; --force replaces it, and a
+    run that would continue from cycles of the old OSSE refuses, naming the cycle; a rerun
+    from the origin recomputes them against the new one."""
+    cfg = experiment_config(tmp_path, "l96-3dvar", experiment="reosse")
+    exp = tasks.experiment(cfg)
+    _flows.simulate_flow(str(cfg), 6, 0)
+    _flows.cycling_flow(str(cfg), end="20260101T1200Z", block=3)
+    with pytest.raises(storage.ObservationError, match="holds 3 cycles done"):
+        _flows.simulate_flow(str(cfg), 6, 1)
+    _flows.simulate_flow(str(cfg), 6, 1, force=True)
+    with pytest.raises(storage.ObservationError, match=r"cycle 20260101T1200Z .*replaced"):
+        _flows.cycling_flow(str(cfg), start="20260101T1800Z", end="20260102T0000Z", block=2)
+    assert storage.CycleStore.open(exp.store_url).status_of(exp.axis.point(3)) == "empty"
+    out = _flows.cycling_flow(str(cfg), end="20260102T0000Z", rerun=True, block=5)
+    assert out["statuses"] == {"committed": 5}
