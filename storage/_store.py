@@ -79,6 +79,7 @@ CREATING = "vardax_creating"  # root attribute while the template is being writt
 
 
 def _local_path(url) -> Path | None:
+    """The path of a local store (a plain path or `file://`), None for a remote URL."""
     url = str(url)
     return (
         Path(url.removeprefix("file://")) if "://" not in url or url.startswith("file://") else None
@@ -150,12 +151,11 @@ def _written(where: str, url, state: str):
 
 def open_zarr_store(url: str | Path, storage_options: dict | None = None, read_only=False):
     """A zarr `Store` for a local path, `file://…`, or any fsspec URL (`memory://`, `s3://`…)."""
-    url = str(url)
-    if "://" not in url or url.startswith("file://"):
-        path = url.removeprefix("file://")
+    path = _local_path(url)
+    if path is not None:
         return zarr.storage.LocalStore(path, read_only=read_only)
     return zarr.storage.FsspecStore.from_url(
-        url, storage_options=storage_options or {}, read_only=read_only
+        str(url), storage_options=storage_options or {}, read_only=read_only
     )
 
 
@@ -275,7 +275,8 @@ class CycleStore:
         field_chunk: int = 1,
     ) -> "CycleStore":
         """Writes the store's template (metadata only, `block` empty cycles) and returns it
-        open for writing. Refuses to overwrite an existing store.
+        open for writing. Refuses to overwrite an existing store; one whose creation was
+        interrupted is no store, and is created again.
 
         `field_chunk > 1` chunks the per-cycle fields by `field_chunk` cycles instead of one:
         far fewer objects for long block writes (backfills), where zarr's cost per chunk
@@ -288,41 +289,21 @@ class CycleStore:
             )
         _refuse_a_file(url)
         store = open_zarr_store(url, storage_options)
-        if _exists(store, "zarr.json"):
+        interrupted = _exists(store, "zarr.json")  # a creation cut short is no store: redone
+        if interrupted and not _creation_interrupted(store, _root_attrs(store, url)):
             raise StoreError(f"a store already exists at {url}: open it instead")
-        foreign = _foreign_keys(store)
+        foreign = [] if interrupted else _foreign_keys(store)
         if foreign:
             raise StoreMismatchError(
                 f"store {url} would be created among other files ({', '.join(foreign)}"
                 f"{' …' if len(foreign) >= 4 else ''}): a store is created only in an empty or "
                 "missing directory; name another store.url"
             )
-        return cls._made(
-            url, store, layout, origin, interval, experiment, config_text, block, field_chunk
-        )
-
-    @classmethod
-    def _made(
-        cls,
-        url,
-        store,
-        layout,
-        origin,
-        interval,
-        experiment,
-        config_text,
-        block,
-        field_chunk,
-        *,
-        wipe: bool = False,
-    ) -> "CycleStore":
-        """Takes the lock, removes what an interrupted creation left (`wipe`), writes the
-        template; **returns** the store open as its writer."""
         axis = CycleAxis.parse(origin, interval)
         lock = StoreLock(store, str(url))
         lock.acquire()
         try:
-            if wipe:
+            if interrupted:
                 logger.warning("store %s: its creation was interrupted; creating it again", url)
 
                 async def remove_all():
@@ -463,20 +444,9 @@ class CycleStore:
         if its creation was interrupted)."""
         _refuse_a_file(url)
         store = open_zarr_store(url, storage_options)
-        if _exists(store, "zarr.json") and _creation_interrupted(store, _root_attrs(store, url)):
-            return cls._made(
-                url,
-                store,
-                layout,
-                origin,
-                interval,
-                experiment,
-                config_text,
-                block,
-                field_chunk,
-                wipe=True,
-            )
-        if _exists(store, "zarr.json"):
+        if _exists(store, "zarr.json") and not _creation_interrupted(
+            store, _root_attrs(store, url)
+        ):
             out = cls.open(
                 url,
                 mode="a",
@@ -514,11 +484,12 @@ class CycleStore:
         damaged lock, or (None, None) when it is not locked."""
         _refuse_a_file(url)
         store = open_zarr_store(url, storage_options, read_only=True)
-        if not _exists(store, "zarr.json") and not _exists(store, f"{LOCK_GROUP}/zarr.json"):
+        root, locked = _exists(store, "zarr.json"), _exists(store, f"{LOCK_GROUP}/zarr.json")
+        if not root and not locked:
             raise StoreNotFoundError(f"no store at {url}")
-        if _exists(store, "zarr.json") and not _exists(store, f"{LOCK_GROUP}/zarr.json"):
+        if not locked:
             attrs = _root_attrs(store, url)
-            if "vardax_store_version" not in attrs and "vardax_creating" not in attrs:
+            if "vardax_store_version" not in attrs and CREATING not in attrs:
                 raise StoreMismatchError(f"{url} is not a vardax-cycle store (no cycle lock)")
         try:
             return read_lock(store, str(url)), None
@@ -766,7 +737,7 @@ class CycleStore:
             else None
         )
         self._last_written = None
-        if np.any(self._stored_codes(region) != EMPTY):
+        if np.any(self._read_status(region) != EMPTY):
             # a rewrite: the new cycles are committed aside first (the journal)
             try:
                 with _written(where, self.url, "the store is as it was (the previous versions)"):
@@ -796,9 +767,6 @@ class CycleStore:
         targets = self._data_arrays()
         last = {name: np.asarray(v[-1], dtype=targets[name].dtype) for name, v in arrays.items()}
         self._last_written = (start + count - 1, last, int(statuses[-1]))
-
-    def _stored_codes(self, region: slice) -> np.ndarray:
-        return self._read_status(region)
 
     def _apply(self, region, arrays, statuses, sums, uncommit: bool, on_variable_written=None):
         """Writes slots `region`: un-committed first when they hold a cycle, the variables,

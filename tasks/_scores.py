@@ -58,7 +58,7 @@ class ReportData:
     attrs: dict
 
 
-def check_lineage(store: storage.CycleStore, truth_url, storage_options=None) -> None:
+def check_truth(store: storage.CycleStore, truth_url, storage_options=None) -> None:
     """Raises `storage.ObservationError` (exit code 2) when the nature run at `truth_url` was
     simulated for another experiment than the store's (its `osse_hash`), or has another
     state shape. A nature run that records no lineage (made by other code) is taken as it is."""
@@ -83,7 +83,7 @@ def report_data(store_url, truth_url=None, storage_options=None) -> ReportData:
     """The report's data of the store at `store_url` (and the OSSE truth, when given)."""
     store = storage.CycleStore.open(store_url, storage_options=storage_options)
     if truth_url is not None:
-        check_lineage(store, truth_url, storage_options)
+        check_truth(store, truth_url, storage_options)
     table = store.status_table()
     done = np.flatnonzero(table["status"].isin(["committed", "degraded"]).to_numpy())
     ends = storage.read_window_ends(

@@ -17,7 +17,7 @@ import storage as st
 import tasks
 from flows.cli import app
 from tasks._osse import osse_hash
-from tasks._scores import check_lineage as truth_lineage
+from tasks._scores import check_truth as truth_lineage
 
 ROOT = Path(__file__).resolve().parents[1]
 
