@@ -636,7 +636,12 @@ def _check_time(value: str) -> str:
 
 
 class CyclingConfig(_Config):
-    """Cycle points `origin + k·interval`; one interval is `window_steps` model steps.
+    """Cycle points `origin + k·interval`; one interval is `shift_steps` model steps, and
+    each cycle's window spans `window_steps` from its cycle point. `shift_steps` defaults
+    to `window_steps` (back-to-back windows); fewer makes the windows overlap — a lagged
+    smoother (`ienks`, 4D-EnVar, 4DVar) whose window slides by `shift_steps`, as DAPPER's
+    `Lag` and `Shift`; each cycle starts from the previous analysis `shift_steps` into
+    its window.
 
     `lead_steps`: model steps after the cycle point of the product forecast.
     `first_guess_std`: the first background is the truth plus this noise (OSSE) — or the
@@ -646,6 +651,7 @@ class CyclingConfig(_Config):
     origin: str
     interval: str = "PT6H"
     window_steps: Annotated[int, Field(ge=1)]
+    shift_steps: Annotated[int, Field(ge=1)] | None = None
     lead_steps: list[Annotated[int, Field(ge=0)]] = []
     first_guess_std: Annotated[float, Field(ge=0)] = 1.0
     spinup_steps: Annotated[int, Field(ge=0)] = 1000
@@ -665,6 +671,20 @@ class CyclingConfig(_Config):
         if value != sorted(set(value)):
             raise ValueError("lead_steps must be increasing")
         return value
+
+    @model_validator(mode="after")
+    def _shift(self):
+        if self.shift_steps is not None and self.shift_steps > self.window_steps:
+            raise ValueError(
+                f"cycling.shift_steps ({self.shift_steps}) must be at most window_steps "
+                f"({self.window_steps}): windows may overlap, not leave steps out"
+            )
+        return self
+
+    @property
+    def steps_per_cycle(self) -> int:
+        """Model steps from one cycle point to the next (`shift_steps`, else the window)."""
+        return self.window_steps if self.shift_steps is None else self.shift_steps
 
 
 class StoreConfig(_Config):
@@ -784,11 +804,13 @@ class ExperimentConfig(_Config):
     def _window(self):
         # what depends on the model (its state's size and shape, its grid) is checked when
         # the experiment is built (`tasks.experiment`), against the model itself
-        if self.cycling.window_steps % self.observations.every_steps:
-            raise ValueError(
-                f"cycling.window_steps ({self.cycling.window_steps}) must be a multiple of "
-                f"observations.every_steps ({self.observations.every_steps})"
-            )
+        for key in ("window_steps", "shift_steps"):
+            steps = getattr(self.cycling, key)
+            if steps is not None and steps % self.observations.every_steps:
+                raise ValueError(
+                    f"cycling.{key} ({steps}) must be a multiple of "
+                    f"observations.every_steps ({self.observations.every_steps})"
+                )
         return self
 
 

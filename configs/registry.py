@@ -432,12 +432,39 @@ def build_parts(b: Build, obs_operator: vc.AbstractObsOperator) -> MethodParts:
     return MethodParts(obs_operator, B, R)
 
 
+SLIDING_METHODS = (
+    cf.StrongFourDVarConfig,
+    cf.WeakFourDVarConfig,
+    cf.IncrementalFourDVarConfig,
+    cf.IEnKSConfig,
+    cf.HybridEnVarConfig,
+)
+"""The methods whose windows may overlap (`cycling.shift_steps < window_steps`): their
+analysis is one trajectory through the window (a 4DVar's, the iEnKS's members forecast
+through it, 4D-EnVar's increment carried by the members), so a cycle can hand on from
+inside it. The iEnKS and hybrid assimilate only the newest `shift_steps` rows of each
+window (each observation once); a 4DVar assimilates its whole window, as DAPPER's does."""
+
+
 def build_method(b: Build, parts: MethodParts) -> vc.AbstractAnalysisMethod:
     """The configured method (a learned one loaded from its checkpoint: raises
     `storage.CheckpointError` with what to do when there is none)."""
-    m = b.cfg.method
+    m, c = b.cfg.method, b.cfg.cycling
+    if c.steps_per_cycle < c.window_steps and not isinstance(m, SLIDING_METHODS):
+        raise b.error(
+            "cycling.shift_steps",
+            f"overlapping windows ({c.shift_steps} < window_steps {c.window_steps}) need a "
+            f"method whose analysis is one trajectory through the window (strong_4dvar, "
+            f"weak_4dvar, incremental_4dvar, ienks, hybrid_envar); {m.name} is not one",
+        )
     with config_key(b.source, "method"):
         return METHODS[type(m)](m, b, parts)
+
+
+def _new_rows(b: Build) -> dict:
+    """`new_rows` of a method that assimilates only a sliding window's newest rows."""
+    c = b.cfg.cycling
+    return {"new_rows": c.shift_steps} if c.steps_per_cycle < c.window_steps else {}
 
 
 def _minimiser(m) -> dict:
@@ -577,7 +604,7 @@ def _letkf(m, b: Build, p: MethodParts):
 @_entry(METHODS, cf.IEnKSConfig)
 def _ienks(m, b: Build, p: MethodParts):
     kw = dict(max_iterations=m.max_iterations, tolerance=m.tolerance, rotate=m.rotate)
-    return vc.IEnKS(b.model, *p.as_args(), **kw, **_ensemble_kw(m))
+    return vc.IEnKS(b.model, *p.as_args(), **kw, **_new_rows(b), **_ensemble_kw(m))
 
 
 def ensemble_members(cfg: cf.ExperimentConfig) -> int:
@@ -586,16 +613,18 @@ def ensemble_members(cfg: cf.ExperimentConfig) -> int:
 
 
 HYBRID_MAX_STATE = 4096
-"""The largest state `hybrid_envar` forms its `n × n` localisation matrix for."""
+"""The largest state `hybrid_envar` forms a dense `n × n` localisation matrix for (a
+non-periodic grid; on a periodic one `L^{1/2}` is applied by FFT, at any size)."""
 
 
 @_entry(METHODS, cf.HybridEnVarConfig)
 def _hybrid_envar(m, b: Build, p: MethodParts):
-    if b.model.state_size > HYBRID_MAX_STATE:
+    if not b.model.periodic and b.model.state_size > HYBRID_MAX_STATE:
         raise b.error(
             "method",
-            f"hybrid_envar forms the n × n localisation matrix, too large for the "
-            f"{b.model.state_size} variables of the {b.cfg.model.label} model: use letkf",
+            f"hybrid_envar forms the n × n localisation matrix of a non-periodic grid, too "
+            f"large for the {b.model.state_size} variables of the {b.cfg.model.label} model: "
+            "use letkf",
         )
     kw = dict(static_weight=m.static_weight, n_outer=m.n_outer, n_inner=m.n_inner)
     return vc.HybridEnVar.build(
@@ -603,6 +632,7 @@ def _hybrid_envar(m, b: Build, p: MethodParts):
         localisation=_localisation(m, b, p),
         tolerance=m.rtol,
         **kw,
+        **_new_rows(b),
         **_ensemble_kw(m),
     )
 
@@ -742,6 +772,7 @@ def build_cycle(b: Build, parts: MethodParts) -> vc.Cycle:
         window=b.cfg.cycling.window_steps,
         leads=tuple(b.cfg.cycling.lead_steps),
         seed=m.seed if ensemble_members(b.cfg) else 0,
+        shift=b.cfg.cycling.shift_steps,
     )
 
 
@@ -758,10 +789,16 @@ def climate_mean(b: Build) -> np.ndarray:
 # --- synthetic problems: the OSSE and a learned method's training windows ------------------
 
 
+def osse_steps(cfg: cf.ExperimentConfig, n_cycles: int) -> int:
+    """Model steps from the origin to the end of the window of cycle `n_cycles − 1`."""
+    c = cfg.cycling
+    return (n_cycles - 1) * c.steps_per_cycle + c.window_steps if n_cycles else 0
+
+
 def osse_problem(b: Build, observing: ObservationLayout, n_cycles: int, seed: int = 0):
     """Truth and observations for `n_cycles` windows of the experiment (`seed` draws both)."""
     cfg, o = b.cfg, b.cfg.observations
-    n_steps = n_cycles * cfg.cycling.window_steps
+    n_steps = osse_steps(cfg, n_cycles)
     seen = None
     if observing.track is not None:  # swaths: one track per observation time
         seen = vc.swath_schedule(observing.track, n_steps + 1, o.every_steps)

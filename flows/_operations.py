@@ -47,8 +47,8 @@ def _due_time() -> pd.Timestamp:
 
 def latest_due(exp, now: pd.Timestamp) -> int:
     """Index of the newest cycle whose window has ended by `now` (-1: none yet)."""
-    elapsed = (now - exp.axis.origin) / exp.axis.interval
-    return math.floor(elapsed + 1e-9) - 1
+    elapsed = (now - exp.axis.origin - exp.window_span) / exp.axis.interval
+    return math.floor(elapsed + 1e-9)
 
 
 def catch_up(exp, todo: list[int], now: pd.Timestamp) -> tuple[list[int], list[int], str]:
@@ -59,7 +59,7 @@ def catch_up(exp, todo: list[int], now: pd.Timestamp) -> tuple[list[int], list[i
     if ops.catch_up == "latest":
         return todo[-1:], todo[:-1], "catch-up policy latest: skipped for the newest cycle"
     lag = pd.Timedelta(ops.max_lag)
-    recent = [now - (exp.axis.point(i) + exp.axis.interval) <= lag for i in todo]
+    recent = [now - (exp.axis.point(i) + exp.window_span) <= lag for i in todo]
     run = [i for i, ok in zip(todo, recent, strict=True) if ok]
     skip = [i for i, ok in zip(todo, recent, strict=True) if not ok]
     return run, skip, f"catch-up policy max_lag {ops.max_lag}: its window ended too long ago"
@@ -122,7 +122,7 @@ def schedule(exp):
 
     if exp.cfg.operations.cron:
         return Cron(exp.cfg.operations.cron, timezone="UTC")
-    first = exp.axis.origin + exp.axis.interval  # the first window ends here
+    first = exp.axis.origin + exp.window_span  # the first window ends here
     return Interval(
         timedelta(seconds=exp.axis.interval.total_seconds()),
         anchor_date=first.to_pydatetime().replace(tzinfo=UTC),

@@ -38,7 +38,8 @@ DIAGNOSTICS = {
 
 
 ENSEMBLE_STATES = ("background_ensemble", "analysis_ensemble")
-"""An ensemble method's members at the window end, per cycle."""
+"""An ensemble method's members at the window end (where the next cycle starts from;
+`shift_steps` into the window when windows overlap), per cycle."""
 ENSEMBLE_SPREADS = ("background_spread", "analysis_spread")
 """Their standard deviation over members, per state variable."""
 

@@ -65,13 +65,14 @@ from ._lock import LOCK_GROUP, StoreLock, break_lock, read_lock
 
 logger = logging.getLogger("vardax.storage")
 
+# the next cycle point: the window end, unless windows overlap (`shift_steps` into it)
 _ENSEMBLE_NAMES = {
-    "background_ensemble": "background ensemble members at the window end",
-    "analysis_ensemble": "analysis ensemble members at the window end (what the next cycle starts from)",
-    "background_spread": "background ensemble standard deviation over members at the window end",
-    "analysis_spread": "analysis ensemble standard deviation over members at the window end",
+    "background_ensemble": "background ensemble members at the next cycle point",
+    "analysis_ensemble": "analysis ensemble members at the next cycle point (what the next cycle starts from)",
+    "background_spread": "background ensemble standard deviation over members at the next cycle point",
+    "analysis_spread": "analysis ensemble standard deviation over members at the next cycle point",
     "forecast_spread": "product forecast ensemble spread by lead time (mean over the state)",
-    "ensemble_spread": "background ensemble spread at the window end (mean over the state)",
+    "ensemble_spread": "background ensemble spread at the next cycle point (mean over the state)",
 }
 
 STORE_VERSION = 1

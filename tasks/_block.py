@@ -31,13 +31,16 @@ def padded_size(n: int, block: int) -> int:
 
 
 def block_rows(exp, obs: list[Observations], size: int) -> vc.ObsWindow:
-    """One row per model step (the first window's row 0, then rows 1…W of every window),
-    padded with windows without observations to `size` cycles, as one `ObsWindow`."""
+    """One row per model step — the first window's rows, then the last `shift` rows of
+    every later window (the steps it adds: all but row 0 when windows do not overlap) —
+    padded with cycles without observations to `size` cycles, as one `ObsWindow`."""
+    new = exp.shift
 
     def rows(part: str, fill) -> np.ndarray:
-        arrays = [getattr(obs[0], part)[:1]] + [getattr(o, part)[1:] for o in obs]
-        pad = np.full(((size - len(obs)) * exp.window, *arrays[0].shape[1:]), fill)
-        return np.concatenate([*arrays, pad.astype(arrays[0].dtype)])
+        first = getattr(obs[0], part)
+        arrays = [first] + [getattr(o, part)[-new:] for o in obs[1:]]
+        pad = np.full(((size - len(obs)) * new, *first.shape[1:]), fill)
+        return np.concatenate([*arrays, pad.astype(first.dtype)])
 
     positions = None if obs[0].positions is None else rows("positions", np.nan)
     return obs_window(

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 import configs
 import storage
@@ -52,6 +53,20 @@ class Experiment:
     @property
     def window(self) -> int:
         return self.cfg.cycling.window_steps
+
+    @property
+    def shift(self) -> int:
+        """Model steps from one cycle point to the next (the window, unless they overlap)."""
+        return self.cfg.cycling.steps_per_cycle
+
+    @property
+    def window_span(self) -> pd.Timedelta:
+        """From a cycle point to its window's end (one interval, unless windows overlap)."""
+        return pd.Timedelta(seconds=self.layout.window_offsets_s[-1])
+
+    def osse_steps(self, n_cycles: int) -> int:
+        """Model steps from the origin to the end of cycle `n_cycles − 1`'s window."""
+        return registry.osse_steps(self.cfg, n_cycles)
 
     @property
     def store_url(self) -> str:
@@ -144,16 +159,18 @@ def build_experiment(cfg: configs.ExperimentConfig, source: str) -> Experiment:
     configure_runtime()
     axis = storage.CycleAxis.parse(cfg.cycling.origin, cfg.cycling.interval)
     interval_s, W = int(axis.interval.total_seconds()), cfg.cycling.window_steps
-    if interval_s % W:
+    per_cycle = cfg.cycling.steps_per_cycle
+    if interval_s % per_cycle:
+        key = "window_steps" if cfg.cycling.shift_steps is None else "shift_steps"
         raise configs.ConfigError(
             f"{source}: cycling.interval ({cfg.cycling.interval} = {interval_s} s) must split "
-            f"into window_steps ({W}) whole seconds"
+            f"into {key} ({per_cycle}) whole seconds"
         )
     model = registry.build_model(cfg, source)
     b = registry.Build(source, cfg, model, _cache(cfg), _loader(cfg, source))
     observing = registry.build_observations(b)
     parts = registry.build_parts(b, observing.operator)
-    step = interval_s // W
+    step = interval_s // per_cycle
     layout = storage.StoreLayout(
         state_dims=tuple(zip(model.state_dims, model.state_shape, strict=True)),
         window_offsets_s=tuple(k * step for k in range(W + 1)),

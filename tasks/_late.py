@@ -14,7 +14,7 @@ def cutoff_of(exp, cycle: storage.CyclePoint) -> pd.Timestamp | None:
     """The wall-clock time after which a cycle's observations count as late: its window
     end plus `observations.cutoff` (None: no waiting)."""
     cutoff = exp.cfg.observations.cutoff
-    return None if not cutoff else cycle.time + exp.axis.interval + pd.Timedelta(cutoff)
+    return None if not cutoff else cycle.time + exp.window_span + pd.Timedelta(cutoff)
 
 
 def _stable(url: str, options, size: int, seconds: float) -> bool:

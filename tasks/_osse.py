@@ -55,7 +55,8 @@ def osse_cycles(exp) -> int:
         truth = storage.read_nature_run(exp.truth_url, storage_options=exp.storage_options)
     except storage.ObservationError:
         return 0
-    return (truth.sizes["time"] - 1) // exp.window
+    steps = truth.sizes["time"] - 1
+    return 0 if steps < exp.window else (steps - exp.window) // exp.shift + 1
 
 
 @task(name="write-osse", cache_policy=NO_CACHE, persist_result=False)
@@ -65,7 +66,7 @@ def write_osse(exp, n_cycles: int, seed: int) -> dict:
     records a new `osse_id`, what it was made for (`osse_hash`, `experiment`) and how
     (`osse_cycles`, `osse_seed`)."""
     problem = osse_problem(exp, n_cycles, seed)
-    times = exp.model_times(n_cycles * exp.window)
+    times = exp.model_times(exp.osse_steps(n_cycles))
     truth = np.asarray(problem.truth)
     osse_id = uuid.uuid4().hex
     storage.write_nature_run(
@@ -98,7 +99,7 @@ def write_osse(exp, n_cycles: int, seed: int) -> dict:
     files = []
     for c in range(n_cycles):  # a cycle's file: its window's times after the cycle point
         cycle = exp.axis.cycle(c)
-        end = cycle.time + exp.axis.interval
+        end = cycle.time + exp.window_span
         rows = table[(table["time"] > cycle.time) & (table["time"] <= end)]
         storage.write_observation_table(exp.obs_url_for(cycle), rows, storage_options=opts)
         files.append(exp.obs_url_for(cycle))

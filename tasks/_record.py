@@ -112,18 +112,19 @@ def cycle_fields(
     if np.shape(record.forecast)[0]:
         data["forecast"] = record.forecast
     if record.background_ensemble is not None:
-        data |= _ensemble_fields(record, v)
+        data |= _ensemble_fields(record, v, exp.shift)
     return data
 
 
-def _ensemble_fields(record: vc.CycleRecord, v: Verdict) -> dict:
-    """An ensemble's members and spreads at the window end (a failed cycle keeps its
-    rejected analysis ensemble, as it keeps the analysis)."""
-    background = np.asarray(record.background_ensemble)[:, -1]
+def _ensemble_fields(record: vc.CycleRecord, v: Verdict, at: int) -> dict:
+    """An ensemble's members and spreads `at` steps into the window, where the next cycle
+    starts (the window end, unless windows overlap); a failed cycle keeps its rejected
+    analysis ensemble, as it keeps the analysis."""
+    background = np.asarray(record.background_ensemble)[:, at]
     members = record.analysis.ensemble if v.status == "failed" else record.accepted_ensemble
     if members is None:  # forecast-only: the background ensemble is handed on
         members = record.accepted_ensemble
-    analysis = np.asarray(members)[:, -1]
+    analysis = np.asarray(members)[:, at]
     spread = lambda e: np.std(e, axis=0, ddof=1)  # noqa: E731
     data = {
         "background_ensemble": background,

@@ -1,5 +1,6 @@
-"""Where a cycle starts from (the restart policy): the end of the previous cycle's accepted
-trajectory in the store; after cycles skipped by the catch-up policy, the last analysis
+"""Where a cycle starts from (the restart policy): the previous cycle's accepted trajectory
+in the store at this cycle's point (its window end, or `shift_steps` into it when windows
+overlap); after cycles skipped by the catch-up policy, the last analysis
 forecast across them (`operations.after_skip: carry`) or a cold start (`cold`); a cold start
 for the first cycle — the OSSE's first guess, or the model's climatological mean.
 
@@ -55,11 +56,13 @@ def _cold(exp, cycle: storage.CyclePoint) -> np.ndarray:
     return initial_state(exp, cold_start(exp), cycle.index)
 
 
-def _analysis_end(exp, store, cycle: storage.CyclePoint) -> np.ndarray:
+def _handed_on(exp, store, cycle: storage.CyclePoint) -> np.ndarray:
+    """What `cycle` hands on: its accepted state `shift` steps into its window (an
+    ensemble's stored members, kept at that time)."""
     if exp.core.ensemble:
         members = store.read_cycle(cycle.time)["analysis_ensemble"]
         return np.reshape(members, (members.shape[0], -1))
-    return np.reshape(store.read_cycle(cycle.time)["analysis"][-1], -1)
+    return np.reshape(store.read_cycle(cycle.time)["analysis"][exp.shift], -1)
 
 
 def _carry(exp, x, n_steps: int) -> np.ndarray:
@@ -75,7 +78,7 @@ def start_state(exp, store, cycle: storage.CyclePoint, cold: bool = False):
     previous = exp.axis.cycle(cycle.index - 1)
     status = store.status_of(previous.time)
     if status in DONE:
-        return _analysis_end(exp, store, previous), f"analysis of {previous}"
+        return _handed_on(exp, store, previous), f"analysis of {previous}"
     if status != "skipped":
         raise storage.CycleError(
             f"cycle {cycle} starts from the analysis of cycle {previous}, which is {status} in "
@@ -88,5 +91,5 @@ def start_state(exp, store, cycle: storage.CyclePoint, cold: bool = False):
         return _cold(exp, cycle), "cold start after skipped cycles"
     last = exp.axis.cycle(int(done[-1]))
     gap = cycle.index - 1 - last.index
-    carried = _carry(exp, _analysis_end(exp, store, last), gap * exp.window)
+    carried = _carry(exp, _handed_on(exp, store, last), gap * exp.shift)
     return carried, f"analysis of {last} carried over {gap} skipped cycles"

@@ -39,7 +39,7 @@ def reference_scores(config: str, cycles: int, seed: int = 0, spinup: int = 0) -
     problem = osse_problem(exp, cycles, seed)
     first = initial_state(exp, problem.first_background)
     out = _run_cycles(exp.core, first, problem.obs, cycles)
-    scores = vc.cycle_scores(out, problem.truth, exp.window, spinup=spinup)
+    scores = vc.cycle_scores(out, problem.truth, exp.window, exp.shift, spinup=spinup)
     return {
         "analysis": float(scores["analysis"]),
         "background": float(scores["background"]),

@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import configs
 import tasks
+import vardax_core as vc
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -271,8 +273,8 @@ LETKF = (SHIPPED[0].parent / "l96-letkf.yaml").read_text()
         ),
         (
             LETKF,
-            "  name: letkf\n",
-            "  name: letkf\n  rtps: 1.5\n",
+            "rtps: 0.1",
+            "rtps: 1.5",
             r"method\.rtps: Input should be less than or equal to 1",
         ),
     ],
@@ -298,3 +300,61 @@ def test_localisation_needs_the_operators_positions(tmp_path, monkeypatch):
         "  localisation: {radius: 4.0}\n", ""
     )
     assert tasks.experiment(_write(tmp_path, etkf)).core.ensemble  # a global filter needs none
+
+
+def test_hybrid_envar_on_a_qg_grid_beyond_a_dense_localisation(tmp_path):
+    """QG 96 × 96 (9216 variables): hybrid EnVar builds, its `L^{1/2}` applied by FFT on the
+    doubly periodic grid, with no `n × n` matrix."""
+    letkf = (SHIPPED[0].parent / "qg-letkf.yaml").read_text()
+    data = __import__("yaml").safe_load(letkf)
+    data["model"].update(ny=96, nx=96)
+    data["method"].update(name="hybrid_envar", static_weight=0.1)
+    exp = tasks.build_experiment(configs.parse_config(data, "qg-hybrid"), "qg-hybrid")
+    method = exp.core.method
+    assert isinstance(method, vc.HybridEnVar) and method.state_size == 96 * 96
+    assert method.localisation_sqrt.matrix is None
+    assert method.localisation_sqrt.spectrum.shape == (96, 49)
+
+
+LAG4 = (SHIPPED[0].parent / "l96-ienks-lag4.yaml").read_text()
+
+
+def test_sliding_windows_step_by_their_shift(tmp_path):
+    """l96-ienks-lag4: windows of 4 steps, one step (one interval, PT6H) apart. A cycle is
+    due once its window has ended, a day after its point; the iEnKS assimilates only the
+    newest step of each window."""
+    from flows import _operations
+
+    exp = tasks.experiment(_write(tmp_path, LAG4))
+    assert (exp.window, exp.shift, exp.step_seconds) == (4, 1, 6 * 3600)
+    assert exp.layout.window_offsets_s == tuple(k * 6 * 3600 for k in range(5))
+    assert exp.core.shift == 1 and exp.core.method.new_rows == 1
+    day, hour = np.timedelta64(1, "D"), np.timedelta64(1, "h")
+    origin = exp.axis.origin
+    assert _operations.latest_due(exp, origin + day - hour) == -1
+    assert _operations.latest_due(exp, origin + day) == 0
+    assert _operations.latest_due(exp, origin + day + 7 * hour) == 1
+    assert exp.osse_steps(10) == 9 + 4
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("shift_steps: 1", "shift_steps: 5", r"cycling\.shift_steps \(5\) must be at most"),
+        (
+            "name: ienks",
+            "name: etkf",
+            r"cycling\.shift_steps: overlapping windows \(1 < window_steps 4\) need a method "
+            r"whose analysis is one trajectory .* etkf is not one",
+        ),
+        (
+            "  error_std: 1.0\n",
+            "  error_std: 1.0\n  every_steps: 2\n",
+            r"cycling\.shift_steps \(1\) must be a multiple of observations\.every_steps \(2\)",
+        ),
+    ],
+)
+def test_bad_sliding_windows_name_the_key(tmp_path, old, new, message):
+    assert old in LAG4
+    with pytest.raises(configs.ConfigError, match=message):
+        tasks.experiment(_write(tmp_path, LAG4.replace(old, new)))

@@ -151,6 +151,48 @@ def test_localisation_tapers_by_ring_distance():
     assert float(jnp.min(wide.taper(jnp.array([[0.0]])))) > 0.98
 
 
+@pytest.mark.parametrize(
+    "shape, spacing, radius",
+    [((40,), (1.0,), 4.0), ((6, 8), (0.5, 1.0), 1.3), ((12, 10), (1.0, 1.0), 6.0)],
+    ids=["ring", "grid", "wrapping"],
+)
+def test_localisation_sqrt_by_fft_is_the_dense_square_root(shape, spacing, radius):
+    """On a periodic grid `L^{1/2}` applied by FFT is the symmetric square root of the dense
+    `L` (its negative eigenvalues clipped: 'wrapping', a taper wider than the grid); off a
+    periodic grid it is that dense matrix."""
+    loc = vc.Localisation(radius, shape, spacing)
+    v = jax.random.normal(jax.random.PRNGKey(1), (3, int(np.prod(shape))))
+    dense = loc.correlation_sqrt()
+    by_fft = loc.sqrt_operator()
+    assert by_fft.matrix is None
+    np.testing.assert_allclose(by_fft(v), v @ dense.T, atol=1e-10)
+    np.testing.assert_allclose(by_fft(by_fft(v)), v @ (dense @ dense).T, atol=1e-10)
+    flat = vc.Localisation(radius, shape, spacing, periodic=False).sqrt_operator()
+    assert flat.spectrum is None and flat.matrix.shape == (v.shape[1],) * 2
+
+
+def test_hybrid_envar_beyond_a_dense_localisation_matrix():
+    """On a periodic 72 × 72 grid (5184 variables, beyond the dense `n × n` matrix the
+    registry forms off a periodic grid) the hybrid with no static part and an unbounded
+    radius is the ETKF's analysis mean (its conjugate gradients to 1e-6)."""
+    members, shape = 6, (72, 72)
+    n = shape[0] * shape[1]
+    sites = tuple(range(0, n, 97))
+    H = vc.SubsetObs(sites, n)
+    B, R = vc.ScaledIdentityCovariance(n, 1.0), vc.ScaledIdentityCovariance(len(sites), 0.5)
+    loc = vc.Localisation(1e6, shape, (1.0, 1.0))
+    E = jax.random.normal(jax.random.PRNGKey(2), (members, 2, n))
+    y = jax.random.normal(jax.random.PRNGKey(3), (2, len(sites)))
+    obs = vc.ObsWindow(y, jnp.ones_like(y, bool).at[0].set(False))
+    hybrid = vc.HybridEnVar.build(H, B, R, members, loc, static_weight=0.0)
+    assert hybrid.localisation_sqrt.matrix is None
+    got = hybrid(E, obs)
+    want = vc.ETKF(H, B, R, members=members)(E, obs)
+    assert got.result == vc.AnalysisResult.successful
+    np.testing.assert_allclose(got.trajectory, want.trajectory, atol=1e-6)
+    assert float(jnp.max(jnp.abs(got.trajectory - jnp.mean(E, axis=0)))) > 1e-2
+
+
 def test_a_tight_radius_changes_the_letkf_and_keeps_far_variables():
     """A radius of 0.3 sites: a state variable 3 sites from every observation keeps its
     background."""

@@ -15,7 +15,7 @@ from flows import _flows
 N = 10
 
 
-@pytest.fixture(scope="module", params=["l96-etkf", "l96-letkf"])
+@pytest.fixture(scope="module", params=["l96-etkf", "l96-letkf", "l96-ienks-lag4"])
 def runs(request, prefect_api, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     return run_cycle_by_cycle_and_in_blocks(
@@ -32,15 +32,18 @@ def test_the_store_holds_the_ensemble_and_reproduces_the_loop(runs):
     members = exp.cfg.method.members
     assert ds.analysis_ensemble.dims == ("cycle", "member", "site")
     assert ds.sizes["member"] == members
+    # the members where the next cycle starts: the window end, or one step into a sliding
+    # window (l96-ienks-lag4: windows of 4 steps, one apart)
+    at = exp.shift
     np.testing.assert_allclose(
-        ds.analysis_ensemble.values, np.asarray(ref.accepted_ensemble)[:, :, -1], atol=1e-10
+        ds.analysis_ensemble.values, np.asarray(ref.accepted_ensemble)[:, :, at], atol=1e-10
     )
     np.testing.assert_allclose(
-        ds.background_ensemble.values, np.asarray(ref.background_ensemble)[:, :, -1], atol=1e-10
+        ds.background_ensemble.values, np.asarray(ref.background_ensemble)[:, :, at], atol=1e-10
     )
     # background / analysis are the ensemble means; the spreads are the members' std
     np.testing.assert_allclose(
-        ds.analysis.values[:, -1], ds.analysis_ensemble.mean("member").values, atol=1e-12
+        ds.analysis.values[:, at], ds.analysis_ensemble.mean("member").values, atol=1e-12
     )
     np.testing.assert_allclose(
         ds.analysis_spread.values, ds.analysis_ensemble.std("member", ddof=1).values, atol=1e-12

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from ._analysis import AbstractAnalysisMethod, Analysis, ObsWindow, predicted_obs
 from ._dynamics import AbstractForwardModel
-from ._ensemble import cycle_key
+from ._ensemble import cycle_key, newest_rows
 from ._gates import Gate, GateReport
 from ._metrics import rmse_t
 from ._obs import AbstractObsOperator
@@ -134,6 +134,9 @@ class Cycle(eqx.Module):
       (`None`: no gross-error check).
     - `window`: model steps per assimilation window; `leads`: model steps after the window
       end of the product forecast.
+    - `shift`: model steps from one cycle to the next (`None`: the window — back-to-back
+      windows); fewer overlaps the windows, each cycle handing on its accepted state
+      `shift` steps into its window (`hand_on`, `run_cycles`).
     - `seed`: keys the random numbers of an ensemble method, with the cycle's index
       (`cycle_key`).
 
@@ -149,16 +152,26 @@ class Cycle(eqx.Module):
     window: int = eqx.field(static=True, default=1)
     leads: tuple[int, ...] = eqx.field(static=True, default=(), converter=tuple)
     seed: int = eqx.field(static=True, default=0)
+    shift: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         if self.window < 1:
             raise ValueError(f"Cycle: window must be >= 1 model steps, got {self.window}")
+        if self.shift is not None and not 1 <= self.shift <= self.window:
+            raise ValueError(
+                f"Cycle: need 1 <= shift <= window, got shift={self.shift}, window={self.window}"
+            )
         if any(k < 0 for k in self.leads) or list(self.leads) != sorted(set(self.leads)):
             raise ValueError(f"Cycle: leads must be increasing steps >= 0, got {self.leads}")
 
     @property
     def ensemble(self) -> bool:
         return self.method.ensemble
+
+    @property
+    def steps_per_cycle(self) -> int:
+        """Model steps from one cycle point to the next: `shift`, else the window."""
+        return self.window if self.shift is None else self.shift
 
     def forecast(self, x_start) -> jax.Array:
         """Step 2: the background `(W+1, n)`, the forecast from `x_start` over the window
@@ -170,10 +183,11 @@ class Cycle(eqx.Module):
     def assimilate(self, background, obs: ObsWindow, index=0) -> tuple[Analysis, ObsWindow]:
         """Step 3: the background check, then the method (an ensemble method with the
         random key of cycle `index`). **Returns** the analysis and the observations it
-        assimilated."""
+        assimilated (a method that takes only a sliding window's `new_rows`: those)."""
         if self.check is not None:
             mean = jnp.mean(background, axis=0) if self.ensemble else background
             obs = self.check(mean, obs)
+        obs = newest_rows(obs, getattr(self.method, "new_rows", None))
         if self.ensemble:
             return self.method(background, obs, cycle_key(self.seed, index, 1)), obs
         return self.method(background, obs), obs
@@ -198,8 +212,10 @@ class Cycle(eqx.Module):
         members = jax.vmap(lambda x: lead_forecasts(self.model, x, self.leads))(accepted[:, -1])
         return jnp.mean(jnp.std(members, axis=0, ddof=1), axis=-1)
 
-    def hand_on(self, accepted, shift: int) -> jax.Array:
-        """The state the next cycle starts from, `shift` steps into the accepted window."""
+    def hand_on(self, accepted, shift: int | None = None) -> jax.Array:
+        """The state the next cycle starts from, `shift` (default `steps_per_cycle`) steps
+        into the accepted window (an ensemble's members)."""
+        shift = self.steps_per_cycle if shift is None else shift
         return accepted[:, shift] if self.ensemble else accepted[shift]
 
 
@@ -236,14 +252,16 @@ def run_cycles(
     """`n_cycles` cycles over `obs` (one row per model step), each `cycle_step`.
 
     Cycle `c` starts `c·shift` model steps in, from what the previous cycle handed on
-    `shift` steps into its window (`shift = window`: back-to-back windows; `shift < window`:
-    overlapping windows, as DAPPER's 4D-Var slides its lag); row 0 of each window was
-    assimilated by the previous cycle and is masked. `first_background` is an ensemble
-    `(N, n)` for an ensemble method; `first_index` the index of the first cycle.
-    **Returns** the records batched over cycles.
+    `shift` steps into its window (`shift` defaults to the cycle's `steps_per_cycle`;
+    `shift = window`: back-to-back windows; `shift < window`: overlapping windows, as
+    DAPPER's 4D-Var slides its lag); row 0 of each window was assimilated by the previous
+    cycle and is masked. `first_background` is an ensemble `(N, n)` for an ensemble method;
+    `first_index` the index of the first cycle. **Returns** the records batched over cycles.
     """
     window = cycle.window
-    shift = window if shift is None else shift
+    if shift is not None and cycle.shift is not None and shift != cycle.shift:
+        raise ValueError(f"run_cycles: shift={shift}, but the cycle's shift is {cycle.shift}")
+    shift = cycle.steps_per_cycle if shift is None else shift
     if not 1 <= shift <= window:
         raise ValueError(
             f"run_cycles: need 1 <= shift <= window, got shift={shift}, window={window}"

@@ -15,6 +15,8 @@ the predicted observations' anomalies and `d` the innovation of the mean, both w
 by `R^{-1/2}` and zero where nothing was observed; `w` weights in ensemble space.
 """
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -140,15 +142,50 @@ class Localisation(eqx.Module):
         """`(n, p)` coefficients of the `p` observations at `obs_positions` `(p, d)` for
         each state variable."""
         d = self.distance(self.state_positions(), obs_positions)
-        return gaspari_cohn(d / (_GC_HALF_WIDTH * self.radius))
+        return gaspari_cohn(d / self._width)
 
     def correlation_sqrt(self) -> jax.Array:
         """`L^{1/2}` `(n, n)` of the state's localisation matrix `L_ij = ρ(d_ij)` (symmetric:
-        forms and decomposes an `n × n` matrix)."""
+        forms and decomposes an `n × n` matrix; negative eigenvalues, where the taper's
+        support wraps round a small periodic grid, clipped to 0)."""
         x = self.state_positions()
-        L = gaspari_cohn(self.distance(x, x) / (_GC_HALF_WIDTH * self.radius))
+        L = gaspari_cohn(self.distance(x, x) / self._width)
         lam, V = jnp.linalg.eigh(L)
         return (V * jnp.sqrt(jnp.clip(lam, 0.0))) @ V.T
+
+    def sqrt_operator(self) -> "LocalisationSqrt":
+        """`L^{1/2}` as an operator on states: on a periodic grid by FFT (`L` is circulant
+        there, `O(n log n)` and no `n × n` matrix), else the dense `correlation_sqrt`."""
+        if not self.periodic:
+            return LocalisationSqrt(self.shape, matrix=self.correlation_sqrt())
+        origin = jnp.zeros((1, len(self.shape)))
+        row = gaspari_cohn(self.distance(origin, self.state_positions())[0] / self._width)
+        axes = tuple(range(len(self.shape)))
+        eigenvalues = jnp.fft.rfftn(row.reshape(self.shape), axes=axes).real
+        return LocalisationSqrt(self.shape, spectrum=jnp.sqrt(jnp.clip(eigenvalues, 0.0)))
+
+    @property
+    def _width(self) -> float:
+        return _GC_HALF_WIDTH * self.radius
+
+
+class LocalisationSqrt(eqx.Module):
+    """`L^{1/2}` of a localisation matrix applied to states `(…, n)` (row-major on the grid
+    of `shape`): through its eigenvalues' square roots in Fourier space (`spectrum`, the
+    half-spectrum of `rfftn`: `L` circulant on a periodic grid) or a dense `matrix`. Both
+    are the symmetric square root with negative eigenvalues clipped to 0."""
+
+    shape: tuple[int, ...] = eqx.field(static=True, converter=tuple)
+    spectrum: jax.Array | None = None
+    matrix: jax.Array | None = None
+
+    def __call__(self, v) -> jax.Array:
+        if self.matrix is not None:
+            return v @ self.matrix.T
+        lead, axes = v.shape[:-1], tuple(range(-len(self.shape), 0))
+        grid = v.reshape(*lead, *self.shape)
+        out = jnp.fft.irfftn(self.spectrum * jnp.fft.rfftn(grid, axes=axes), self.shape, axes)
+        return out.reshape(*lead, -1)
 
 
 # --- the ensemble in observation space --------------------------------------------------------
@@ -288,6 +325,14 @@ def _observed(method, ensemble, obs: ObsWindow):
     return observed_anomalies(method.obs_operator, method.obs_cov, ensemble, obs)
 
 
+def _standard_normal(key, shape, dtype) -> jax.Array:
+    """`N(0, 1)` draws of `shape` in `dtype`, drawn in single precision: perturbations need
+    no more, and on a CPU a double-precision erf⁻¹ costs five times as much. Drawn once (an
+    optimisation barrier): left to fusion, each consumer would recompute the erf⁻¹."""
+    draws = jax.random.normal(key, shape, jnp.float32)
+    return jax.lax.optimization_barrier(draws).astype(dtype)
+
+
 def _split(ensemble):
     mean = jnp.mean(ensemble, axis=0)
     return mean, ensemble - mean
@@ -390,7 +435,8 @@ class ETKF(AbstractEnsembleMethod):
 class EnKF(AbstractEnsembleMethod):
     """The stochastic EnKF with perturbed observations (Burgers et al. 1998): each member
     assimilates the observations plus a draw of their error (centred over the members),
-    `x_i + A^T (Y Yᵀ + (N−1) I)^{-1} Y (d + ε_i − Y_i)` in whitened observation space."""
+    `x_i + A^T (Y Yᵀ + (N−1) I)^{-1} Y (d + ε_i − Y_i)` in whitened observation space (the
+    `N × N` matrix by its Cholesky factor)."""
 
     obs_operator: AbstractObsOperator
     prior_cov: AbstractCovariance
@@ -403,12 +449,15 @@ class EnKF(AbstractEnsembleMethod):
         N = self.members
         _, A = _split(background)
         Y, d, mask = _observed(self, background, obs)
-        eps = jax.random.normal(key, Y.shape, Y.dtype)
+        eps = _standard_normal(key, Y.shape, Y.dtype)
         eps = jnp.where(mask, eps - jnp.mean(eps, axis=0), 0.0)
         D = d[None, :] + eps - Y  # each member's perturbed, whitened innovation
-        C = Y @ Y.T + (N - 1) * jnp.eye(N, dtype=Y.dtype)
-        G = jnp.linalg.solve(C, Y)  # (N, p)
-        increments = jnp.einsum("ij,jtn->itn", D @ G.T, A)
+        C = Y @ Y.T + (N - 1) * jnp.eye(N, dtype=Y.dtype)  # symmetric positive definite
+        # member i's increment Σ_j weights[i, j] A_j, weights = D Yᵀ C⁻¹ = D Yᵀ L⁻ᵀ L⁻¹
+        L = jnp.linalg.cholesky(C)
+        right = functools.partial(jax.lax.linalg.triangular_solve, L, left_side=False, lower=True)
+        weights = right(right(D @ Y.T, transpose_a=True))  # B L⁻ᵀ, then that times L⁻¹
+        increments = jnp.einsum("ij,jtn->itn", weights, A)
         return self._finish(background, background + increments, obs)
 
 
@@ -530,7 +579,8 @@ class HybridEnVar(AbstractEnsembleMethod):
     `δx_t = √β B^{1/2} v_s + √(1−β) Σ_k a_k(t) ∘ (L^{1/2} α_k) / √(N−1)`, the ensemble
     anomalies `a_k(t)` carrying it through the window — no tangent-linear or adjoint model
     (4D-EnVar; a window of one time is 3D-EnVar). The static part is the same at every
-    window time. The cost `½|v|² + ½ Σ_t ‖y_t − H_t(x̄_b(t) + δx_t)‖²_R` is minimised by
+    window time. `L^{1/2}` is applied by FFT on a periodic grid (`LocalisationSqrt`: no
+    `n × n` matrix, so a QG field of any size), else as a dense matrix. The cost `½|v|² + ½ Σ_t ‖y_t − H_t(x̄_b(t) + δx_t)‖²_R` is minimised by
     `n_outer` Gauss–Newton loops of conjugate gradients (`n_inner`, `tolerance`).
 
     The members are updated by the `LETKF` transform with the same localisation and
@@ -549,7 +599,7 @@ class HybridEnVar(AbstractEnsembleMethod):
     n_inner: int = eqx.field(static=True, default=100)
     tolerance: float = eqx.field(static=True, default=1e-8)
     new_rows: int | None = eqx.field(static=True, default=None)
-    localisation_sqrt: jax.Array | None = None
+    localisation_sqrt: LocalisationSqrt | None = None
 
     def __check_init__(self):
         if not 0.0 <= self.static_weight <= 1.0:
@@ -561,8 +611,9 @@ class HybridEnVar(AbstractEnsembleMethod):
 
     @classmethod
     def build(cls, obs_operator, prior_cov, obs_cov, members, localisation, **kwargs):
-        """The method, with `L^{1/2}` of `localisation` formed once (`n × n`)."""
-        sqrt = localisation.correlation_sqrt()
+        """The method, with `L^{1/2}` of `localisation` formed once
+        (`Localisation.sqrt_operator`)."""
+        sqrt = localisation.sqrt_operator()
         return cls(
             obs_operator,
             prior_cov,
@@ -579,7 +630,7 @@ class HybridEnVar(AbstractEnsembleMethod):
         N = self.members
         beta = self.static_weight
         static = jnp.sqrt(beta) * self.prior_cov.sqrt_mv(v_s)
-        local = alpha @ self.localisation_sqrt.T  # (N, n): L^{1/2} α_k
+        local = self.localisation_sqrt(alpha)  # (N, n): L^{1/2} α_k
         ens = jnp.sqrt((1.0 - beta) / (N - 1.0)) * jnp.einsum("ktn,kn->tn", A, local)
         return static[None, :] + ens
 
