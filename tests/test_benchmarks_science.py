@@ -86,3 +86,25 @@ def test_cycling_restarts_from_the_analysis():
         assert jnp.allclose(out.background[c], model.rollout(out.analysis.trajectory[c - 1, -1], 3))
     with pytest.raises(ValueError, match="need 16 observation rows, got 13"):
         vc.run_cycles(cycle, problem.first_background, problem.obs, 5)
+
+
+def test_sliding_windows_hand_on_from_inside_the_window():
+    """Windows of 4 steps, one step apart: each cycle's background starts from the previous
+    accepted trajectory one step in, and a method of `new_rows` assimilates (and the record
+    keeps as assimilated) only each window's newest row."""
+    model = vc.Lorenz96(K=10)
+    H = vc.SubsetObs(range(10), 10)
+    B, R = vc.ScaledIdentityCovariance(10, 0.1), vc.ScaledIdentityCovariance(10, 1.0)
+    problem = vc.cycled_problem(model, H, 1.0, 12, jax.random.PRNGKey(0))
+    method = vc.IEnKS(model, H, B, R, members=6, new_rows=1)
+    cycle = vc.Cycle(model, method, window=4, shift=1)
+    first = vc.initial_ensemble(problem.first_background, B, jax.random.PRNGKey(1), 6)
+    out = eqx.filter_jit(vc.run_cycles)(cycle, first, problem.obs, 5)
+    for c in range(1, 5):
+        start = out.accepted_ensemble[c - 1][:, 1]
+        np.testing.assert_allclose(out.background_ensemble[c][:, 0], start, atol=1e-12)
+    assert not out.obs_mask[:, :-1].any() and out.obs_mask[:, -1].all()
+    with pytest.raises(ValueError, match="need 1 <= shift <= window"):
+        vc.Cycle(model, method, window=4, shift=5)
+    with pytest.raises(ValueError, match="shift=2, but the cycle's shift is 1"):
+        vc.run_cycles(cycle, first, problem.obs, 5, 2)
