@@ -643,7 +643,7 @@ class CyclingConfig(_Config):
     `Lag` and `Shift`; each cycle starts from the previous analysis `shift_steps` into
     its window.
 
-    `lead_steps`: model steps after the cycle point of the product forecast.
+    `lead_steps`: model steps after the window end of the product forecast.
     `first_guess_std`: the first background is the truth plus this noise (OSSE) — or the
     climatological mean when the truth is unknown.
     """
@@ -671,6 +671,14 @@ class CyclingConfig(_Config):
         if value != sorted(set(value)):
             raise ValueError("lead_steps must be increasing")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_shift(cls, data):
+        # a shift of one window is back-to-back windows, the default: one store identity
+        if isinstance(data, dict) and data.get("shift_steps") == data.get("window_steps"):
+            data = {k: v for k, v in data.items() if k != "shift_steps"}
+        return data
 
     @model_validator(mode="after")
     def _shift(self):

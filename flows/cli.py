@@ -307,7 +307,7 @@ def backfill(
 @command
 def serve(config: _Config) -> None:
     """Serves a Prefect deployment of the scheduled cycling flow: one run per cycle point
-    (the config's interval from origin + interval, or `operations.cron`), each processing
+    (the config's interval from the end of the first window, or `operations.cron`), each processing
     every due cycle with the catch-up policy; one run at a time. Needs a running server
     (`vardax-cycle server`) named by PREFECT_API_URL. Stopped while a cycle runs, that
     run keeps the deployment's one slot until the server's lease on it expires

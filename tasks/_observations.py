@@ -46,11 +46,16 @@ class Observations:
     def n_obs(self) -> int:
         return int(self.mask.sum())
 
-    def flags(self, assimilated) -> np.ndarray:
+    def flags(self, assimilated, new_rows: int | None = None) -> np.ndarray:
         """The QC flags: the static ones, and `gross_error` where the background check
-        rejected an observation that passed them."""
+        rejected an observation that passed them — in the window's last `new_rows` rows
+        when the method takes only those (a sliding window: the earlier rows' observations
+        were assimilated by earlier cycles, and keep their static flag)."""
         flags = self.qc.copy()
-        flags[self.mask & ~np.asarray(assimilated, bool)] = GROSS
+        candidates = self.mask.copy()
+        if new_rows is not None:
+            candidates[: len(candidates) - new_rows] = False
+        flags[candidates & ~np.asarray(assimilated, bool)] = GROSS
         return flags
 
 

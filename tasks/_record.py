@@ -97,7 +97,7 @@ def cycle_fields(
         "obs_value": obs.values,
         "obs_error_std": obs.error_std,
         "obs_mask": used,
-        "obs_qc": obs.flags(used),
+        "obs_qc": obs.flags(used, exp.core.new_rows),
         "obs_source": obs.source[-256:],
         "obs_hash": obs.content_hash,
         "status_reason": v.reason[:256],
@@ -120,7 +120,8 @@ def _ensemble_fields(record: vc.CycleRecord, v: Verdict, at: int) -> dict:
     """An ensemble's members and spreads `at` steps into the window, where the next cycle
     starts (the window end, unless windows overlap); a failed cycle keeps its rejected
     analysis ensemble, as it keeps the analysis."""
-    background = np.asarray(record.background_ensemble)[:, at]
+    members_b = np.asarray(record.background_ensemble)
+    background = members_b[:, at]
     members = record.analysis.ensemble if v.status == "failed" else record.accepted_ensemble
     if members is None:  # forecast-only: the background ensemble is handed on
         members = record.accepted_ensemble
@@ -131,7 +132,8 @@ def _ensemble_fields(record: vc.CycleRecord, v: Verdict, at: int) -> dict:
         "analysis_ensemble": analysis,
         "background_spread": spread(background),
         "analysis_spread": spread(analysis),
-        "ensemble_spread": float(np.mean(spread(background))),
+        # at the window end, where the report sets it against the background's error
+        "ensemble_spread": float(np.mean(spread(members_b[:, -1]))),
     }
     if record.forecast_spread is not None and np.size(record.forecast_spread):
         data["forecast_spread"] = np.asarray(record.forecast_spread)

@@ -358,3 +358,13 @@ def test_bad_sliding_windows_name_the_key(tmp_path, old, new, message):
     assert old in LAG4
     with pytest.raises(configs.ConfigError, match=message):
         tasks.experiment(_write(tmp_path, LAG4.replace(old, new)))
+
+
+def test_a_shift_of_one_window_is_back_to_back_windows(tmp_path):
+    """`shift_steps` equal to `window_steps` is the default: the same store identity."""
+    explicit = BASE.replace("window_steps: 4", "window_steps: 4, shift_steps: 4")
+    assert explicit != BASE
+    a = configs.load_config(_write(tmp_path, BASE))
+    b = configs.load_config(_write(tmp_path, explicit))
+    assert configs.identity_text(a) == configs.identity_text(b)
+    assert b.cycling.shift_steps is None and b.cycling.steps_per_cycle == 4

@@ -169,6 +169,12 @@ class Cycle(eqx.Module):
         return self.method.ensemble
 
     @property
+    def new_rows(self) -> int | None:
+        """How many of a window's last rows its method assimilates (a method of `new_rows`:
+        a window sliding by that many steps); `None`: all of them."""
+        return getattr(self.method, "new_rows", None)
+
+    @property
     def steps_per_cycle(self) -> int:
         """Model steps from one cycle point to the next: `shift`, else the window."""
         return self.window if self.shift is None else self.shift
@@ -187,7 +193,7 @@ class Cycle(eqx.Module):
         if self.check is not None:
             mean = jnp.mean(background, axis=0) if self.ensemble else background
             obs = self.check(mean, obs)
-        obs = newest_rows(obs, getattr(self.method, "new_rows", None))
+        obs = newest_rows(obs, self.new_rows)
         if self.ensemble:
             return self.method(background, obs, cycle_key(self.seed, index, 1)), obs
         return self.method(background, obs), obs
