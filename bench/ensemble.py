@@ -63,7 +63,8 @@ class Config(NamedTuple):
 def build(cfg: Config):
     """`(vardax_core method, window, shift)` of a configuration."""
     B = vc.ScaledIdentityCovariance(40, 1.0) if cfg.b is None else _static_b(cfg.b)
-    kw = {"members": cfg.N, "inflation": vc.Inflation(cfg.inflation, cfg.rtps)}
+    inflation = vc.Inflation(cfg.inflation, cfg.rtps)
+    kw = {"members": cfg.N, "inflation": inflation}
     loc = None if cfg.radius is None else vc.Localisation(cfg.radius, RING.shape, RING.spacing)
     filters = {"obs_rows": (1,), **kw}  # row 0 is the previous cycle's, as the registry says
     if cfg.method == "etkf":
@@ -75,7 +76,6 @@ def build(cfg: Config):
     if cfg.method == "ienks":  # Lag = window, Shift = 1: DAPPER's iEnKS
         return vc.IEnKS(MODEL, H, B, R, new_rows=1, **kw), cfg.window, 1
     if cfg.method == "hybrid_envar":  # back-to-back 4D windows, as the 4DVar it is set against
-        inflation = kw["inflation"]
         m = vc.HybridEnVar.build(H, B, R, cfg.N, loc, static_weight=cfg.static, inflation=inflation)
         return m, cfg.window, cfg.window
     raise ValueError(cfg.method)
@@ -120,11 +120,11 @@ def experiment(label, cfg: Config, n_total, spinup, seed, repeats):
         MODEL, H, 1.0, n_steps, jax.random.PRNGKey(seed), first_guess_std=0.1
     )
     first = vc.initial_ensemble(problem.first_background, START, vc.cycle_key(0, 0), N)
-    cycle = vc.Cycle(MODEL, method, window=window)
+    cycle = vc.Cycle(MODEL, method, window=window, shift=shift)
 
     @jax.jit
     def run(first, obs):
-        return vc.run_cycles(cycle, first, obs, n_total, shift)
+        return vc.run_cycles(cycle, first, obs, n_total)
 
     out, compiled, runs = timed(run, first, problem.obs, repeats=repeats)
     scores = vc.cycle_scores(out, problem.truth, window, shift, spinup=spinup)

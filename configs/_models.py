@@ -694,6 +694,18 @@ class CyclingConfig(_Config):
         """Model steps from one cycle point to the next (`shift_steps`, else the window)."""
         return self.window_steps if self.shift_steps is None else self.shift_steps
 
+    def steps_to_cover(self, n_cycles: int) -> int:
+        """Model steps from the origin to the end of the window of cycle `n_cycles − 1`."""
+        return (n_cycles - 1) * self.steps_per_cycle + self.window_steps if n_cycles else 0
+
+    def cycles_covered(self, n_steps: int) -> int:
+        """How many cycles' windows lie within `n_steps` model steps of the origin."""
+        return (
+            0
+            if n_steps < self.window_steps
+            else (n_steps - self.window_steps) // self.steps_per_cycle + 1
+        )
+
 
 class StoreConfig(_Config):
     """`block`: cycles per growth step of the store (and per chunk of its per-cycle

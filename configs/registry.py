@@ -789,16 +789,10 @@ def climate_mean(b: Build) -> np.ndarray:
 # --- synthetic problems: the OSSE and a learned method's training windows ------------------
 
 
-def osse_steps(cfg: cf.ExperimentConfig, n_cycles: int) -> int:
-    """Model steps from the origin to the end of the window of cycle `n_cycles − 1`."""
-    c = cfg.cycling
-    return (n_cycles - 1) * c.steps_per_cycle + c.window_steps if n_cycles else 0
-
-
 def osse_problem(b: Build, observing: ObservationLayout, n_cycles: int, seed: int = 0):
     """Truth and observations for `n_cycles` windows of the experiment (`seed` draws both)."""
     cfg, o = b.cfg, b.cfg.observations
-    n_steps = osse_steps(cfg, n_cycles)
+    n_steps = cfg.cycling.steps_to_cover(n_cycles)
     seen = None
     if observing.track is not None:  # swaths: one track per observation time
         seen = vc.swath_schedule(observing.track, n_steps + 1, o.every_steps)

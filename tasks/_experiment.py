@@ -66,7 +66,7 @@ class Experiment:
 
     def osse_steps(self, n_cycles: int) -> int:
         """Model steps from the origin to the end of cycle `n_cycles − 1`'s window."""
-        return registry.osse_steps(self.cfg, n_cycles)
+        return self.cfg.cycling.steps_to_cover(n_cycles)
 
     @property
     def store_url(self) -> str:

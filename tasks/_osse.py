@@ -55,8 +55,7 @@ def osse_cycles(exp) -> int:
         truth = storage.read_nature_run(exp.truth_url, storage_options=exp.storage_options)
     except storage.ObservationError:
         return 0
-    steps = truth.sizes["time"] - 1
-    return 0 if steps < exp.window else (steps - exp.window) // exp.shift + 1
+    return exp.cfg.cycling.cycles_covered(truth.sizes["time"] - 1)
 
 
 @task(name="write-osse", cache_policy=NO_CACHE, persist_result=False)
