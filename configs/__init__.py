@@ -12,6 +12,7 @@ from ._load import resolve_path as resolve_path
 from ._models import ENTRY_POINT_GROUPS as ENTRY_POINT_GROUPS
 from ._models import AmortizedPosteriorConfig as AmortizedPosteriorConfig
 from ._models import ClimatologicalCov as ClimatologicalCov
+from ._models import ComputeConfig as ComputeConfig
 from ._models import CovarianceConfig as CovarianceConfig
 from ._models import CyclingConfig as CyclingConfig
 from ._models import DaskConfig as DaskConfig

@@ -799,6 +799,29 @@ class ExpectedConfig(_Config):
     gate rejects some)."""
 
 
+class DaskConfig(_Config):
+    """Where Dask tasks run (a sweep's members, an ensemble's forecasts, a cycle's member
+    forecasts): the `address` of a running `dask.distributed` scheduler
+    (`tcp://host:8786`), or, without one, a LocalCluster of `n_workers` processes with
+    `threads_per_worker` threads."""
+
+    address: str | None = None
+    n_workers: Annotated[int, Field(ge=1)] = 2
+    threads_per_worker: Annotated[int, Field(ge=1)] = 1
+
+
+class ComputeConfig(_Config):
+    """Where a cycle's work runs; it changes no result, so a store does not record it.
+    `member_forecasts`: an ensemble method's member forecasts over the window in one `vmap`
+    in the run's process (`vmap`), or spread over the Dask cluster of `dask` (`dask`: one
+    task per chunk of members, a chunk per worker thread; for models whose forecast
+    dominates a cycle). Per-cycle runs only: block mode scans whole cycles in one compiled
+    loop."""
+
+    member_forecasts: Literal["vmap", "dask"] = "vmap"
+    dask: DaskConfig = DaskConfig()
+
+
 class ExperimentConfig(_Config):
     experiment: str
     description: str = ""
@@ -809,6 +832,7 @@ class ExperimentConfig(_Config):
     store: StoreConfig
     gates: GateConfig = GateConfig()
     operations: OperationsConfig = OperationsConfig()
+    compute: ComputeConfig = ComputeConfig()
     expected: ExpectedConfig = ExpectedConfig()
 
     @field_validator("experiment")
@@ -835,16 +859,6 @@ class ExperimentConfig(_Config):
 
 
 # --- sweeps on a Dask cluster -----------------------------------------------------------
-
-
-class DaskConfig(_Config):
-    """Where a sweep's or an ensemble's tasks run: the `address` of a running
-    `dask.distributed` scheduler (`tcp://host:8786`), or, without one, a LocalCluster of
-    `n_workers` processes with `threads_per_worker` threads."""
-
-    address: str | None = None
-    n_workers: Annotated[int, Field(ge=1)] = 2
-    threads_per_worker: Annotated[int, Field(ge=1)] = 1
 
 
 _SWEEPABLE = {"method", "gates", "description"}

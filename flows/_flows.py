@@ -155,6 +155,12 @@ def cycling_flow(
     """
     exp = tasks.experiment(config)
     exp.require_method()  # a learned method without its checkpoint: say so before starting
+    if block and exp.cfg.compute.member_forecasts == "dask":
+        raise configs.ConfigError(
+            f"{exp.config_path}: compute.member_forecasts: dask forecasts the members cycle "
+            f"by cycle, and block mode (block {block}) scans whole cycles in one compiled "
+            "loop: run without a block, or with member_forecasts: vmap"
+        )
     first = exp.cycle(start) if start else exp.axis.cycle(0)
     last = exp.cycle(end) if end else first
     t0, log = time.perf_counter(), get_run_logger()

@@ -551,9 +551,15 @@ def validate(config: Annotated[Path, typer.Argument(help="experiment YAML file")
 
     store = tasks.checked_store(exp)  # read-only, as `run` opens it
     held = "new" if store is None else f"{len(store.committed_cycles())} cycles done"
+    dask = cfg.compute.dask
+    where = (
+        ""
+        if cfg.compute.member_forecasts != "dask"
+        else f", members forecast on Dask ({dask.address or f'a LocalCluster of {dask.n_workers}'})"
+    )
     console.print(
         f"[green]valid[/green]: {cfg.experiment} — {cfg.model.label} (state "
-        f"{exp.model.state_size}), {cfg.method.label} = {method}, cycles from "
+        f"{exp.model.state_size}), {cfg.method.label} = {method}{where}, cycles from "
         f"{cfg.cycling.origin} every {cfg.cycling.interval}, store {cfg.store.url} ({held})"
     )
 

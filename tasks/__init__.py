@@ -24,6 +24,8 @@ _WHERE = {
     "refuse_replacing": "._osse",
     "write_osse": "._osse",
     "CycleHalted": "._run",
+    "MemberForecastError": "._members",
+    "MemberPool": "._members",
     "all_done": "._run",
     "checked_store": "._run",
     "Run": "._run",
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
     from ._experiment import build_experiment as build_experiment
     from ._experiment import experiment as experiment
     from ._experiment import forget as forget
+    from ._members import MemberForecastError as MemberForecastError
+    from ._members import MemberPool as MemberPool
     from ._observations import Observations as Observations
     from ._observations import check_lineage as check_lineage
     from ._observations import read_observations as read_observations

@@ -181,6 +181,11 @@ def build_experiment(cfg: configs.ExperimentConfig, source: str) -> Experiment:
         state_coords=_coords(model),
         members=registry.ensemble_members(cfg),
     )
+    if cfg.compute.member_forecasts == "dask" and not layout.members:
+        raise configs.ConfigError(
+            f"{source}: compute.member_forecasts: dask spreads an ensemble's members over "
+            f"Dask, and method {cfg.method.label} forecasts one state (use vmap, the default)"
+        )
     exp = Experiment(
         str(source), cfg, configs.identity_text(cfg), b, observing, parts, layout, axis, step
     )

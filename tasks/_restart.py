@@ -18,7 +18,7 @@ import vardax_core as vc
 forecast = eqx.filter_jit(lambda model, x, n: model.rollout(x, n))
 """`model.rollout(x, n)`, jitted: a forecast of `n` model steps (compiled once per `n`)."""
 
-_members_forecast = eqx.filter_jit(lambda model, E, n: jax.vmap(lambda x: model.rollout(x, n))(E))
+members_forecast = eqx.filter_jit(lambda model, E, n: jax.vmap(lambda x: model.rollout(x, n))(E))
 _initial_ensemble = eqx.filter_jit(vc.initial_ensemble)
 
 DONE = ("committed", "degraded")
@@ -67,7 +67,7 @@ def _handed_on(exp, store, cycle: storage.CyclePoint) -> np.ndarray:
 
 def _carry(exp, x, n_steps: int) -> np.ndarray:
     if exp.core.ensemble:
-        return np.asarray(_members_forecast(exp.model, x, n_steps)[:, -1])
+        return np.asarray(members_forecast(exp.model, x, n_steps)[:, -1])
     return np.asarray(forecast(exp.model, x, n_steps)[-1])
 
 

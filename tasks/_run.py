@@ -13,15 +13,33 @@ class CycleHalted(RuntimeError):
 
 
 class Run:
-    """The experiment (`exp`) and its store (`store`, open for writing) of one run.
+    """The experiment (`exp`) and its store (`store`, open for writing) of one run, and
+    the Dask cluster its member forecasts run on (`compute.member_forecasts: dask`:
+    `members()`, reached on the first ensemble forecast and closed with the run).
 
     A plain object on purpose: Prefect records a flow's parameters, and this one is shown
     as `<Run>` rather than serialised (it holds the store's lock and the core objects)."""
 
-    __slots__ = ("exp", "store")
+    __slots__ = ("exp", "store", "_pool")
 
     def __init__(self, exp, store: storage.CycleStore):
-        self.exp, self.store = exp, store
+        self.exp, self.store, self._pool = exp, store, None
+
+    def members(self):
+        """The run's `MemberPool`, or `None` when members are forecast in one `vmap` here."""
+        compute = self.exp.cfg.compute
+        if compute.member_forecasts != "dask":
+            return None
+        if self._pool is None:
+            from ._members import MemberPool
+
+            self._pool = MemberPool(compute.dask, self.exp.config_path)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def __repr__(self) -> str:
         return f"Run({self.exp.name}, {self.store.url})"
@@ -50,10 +68,14 @@ def open_run(exp):
     """Opens (or creates) the experiment's store as its writer for a run; the lock is
     released when the run ends."""
     store = open_store(exp)
+    run = Run(exp, store)
     try:
-        yield Run(exp, store)
+        yield run
     finally:
-        store.close()
+        try:
+            run.close()
+        finally:
+            store.close()
 
 
 def checked_store(exp) -> storage.CycleStore | None:

@@ -84,10 +84,21 @@ def ingest_obs(run: Run, cycle: storage.CyclePoint) -> Observations:
 
 @task(name="forecast-background", task_run_name="forecast-background/{cycle}", **_TASK)
 def forecast_background(run: Run, cycle: storage.CyclePoint, cold: bool = False) -> Background:
-    """Step 2: the background over the window, from where the restart policy says."""
+    """Step 2: the background over the window, from where the restart policy says (an
+    ensemble's members on the run's Dask cluster under `compute.member_forecasts: dask`)."""
     x_start, source = start_state(run.exp, run.store, cycle, cold)
-    t0 = time.perf_counter()
-    trajectory = np.asarray(_forecast(run.exp.core, x_start))
+    t0, pool = time.perf_counter(), run.members()
+    if pool is None:
+        trajectory = np.asarray(_forecast(run.exp.core, x_start))
+    else:
+        trajectory, workers = pool.forecast(run.exp.model, x_start, run.exp.window)
+        run_logger().info(
+            "%s: %d members forecast on %d Dask workers (%s)",
+            cycle,
+            len(trajectory),
+            len(workers),
+            ", ".join(workers),
+        )
     return Background(np.asarray(x_start), trajectory, source, time.perf_counter() - t0)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-from _pipeline_helpers import ROOT, UNCOMPARED
+from _pipeline_helpers import ROOT, UNCOMPARED, experiment_config, store_arrays
 
 import configs
 import storage
@@ -122,3 +122,61 @@ def test_ensemble_on_a_local_cluster(prefect_api, s3_bucket, tmp_path):
     spread = ens.spread.mean("site").values
     assert spread[0] > 0.3 and spread[-1] > spread[0]  # perturbations grow (chaos)
     np.testing.assert_allclose(ens["mean"].values, ens.forecast.values.mean(axis=0))
+
+
+@pytest.mark.slow
+def test_member_forecasts_on_dask_give_the_store_of_a_vmap_run(prefect_api, cluster, tmp_path):
+    from distributed import Client, get_task_stream
+
+    n = 3
+    (tmp_path / "vmap").mkdir()
+    (tmp_path / "dask").mkdir()
+    here = experiment_config(tmp_path / "vmap", "l96-etkf")
+    spread = experiment_config(
+        tmp_path / "dask",
+        "l96-etkf",
+        compute__member_forecasts="dask",
+        compute__dask={"address": cluster},
+    )
+    for path in (here, spread):
+        _flows.simulate_flow(str(path), n, 0)
+    end = storage.cycle_id(tasks.experiment(here).axis.point(n - 1))
+    _flows.cycling_flow(str(here), end=end)
+    with Client(cluster) as client, get_task_stream(client) as stream:
+        out = _flows.cycling_flow(str(spread), end=end)
+    assert out["statuses"] == {"committed": n}
+    # each cycle's members went out in one chunk per worker thread, to both workers
+    chunks = [t for t in stream.data if t["key"].startswith("forecast_chunk")]
+    assert len(chunks) == 2 * n
+    assert len({t["worker"] for t in chunks}) == 2
+    a = store_arrays(tasks.experiment(here).store_url, n)
+    b = store_arrays(tasks.experiment(spread).store_url, n)
+    for name in a:
+        if name != "obs_source":  # the path of each run's own OSSE
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    # the setting is where work runs, not what it computes: both stores have one identity
+    assert tasks.experiment(here).identity == tasks.experiment(spread).identity
+
+
+def test_a_member_forecast_failing_on_the_cluster_is_named(cluster):
+    import vardax_core as vc
+
+    pool = tasks.MemberPool(configs.DaskConfig(address=cluster))
+    try:
+        model = vc.Lorenz96(K=40, F=8.0, dt=0.05)
+        members = np.random.default_rng(0).normal(size=(6, 40))
+        out, workers = pool.forecast(model, members, 3)
+        assert out.shape == (6, 4, 40) and len(workers) == 2
+        with pytest.raises(tasks.MemberForecastError, match="member forecasts on the Dask"):
+            pool.forecast(model, members[:, :7], 3)  # states the model does not take
+    finally:
+        pool.close()
+
+
+def test_member_forecasts_on_dask_are_refused_where_they_cannot_apply(tmp_path):
+    single = experiment_config(tmp_path, "l96-3dvar", compute__member_forecasts="dask")
+    with pytest.raises(configs.ConfigError, match="compute.member_forecasts: dask.*3dvar"):
+        tasks.experiment(single)
+    ens = experiment_config(tmp_path, "l96-etkf", compute__member_forecasts="dask")
+    with pytest.raises(configs.ConfigError, match="compute.member_forecasts: dask.*block 4"):
+        _flows.cycling_flow.fn(str(ens), block=4)
