@@ -59,18 +59,19 @@ def run_block(run: Run, first: storage.CyclePoint, n_cycles: int, cold: bool = F
     are not written and `CycleHalted` is raised. **Returns** the statuses written."""
     exp, t0 = run.exp, time.perf_counter()
     cycles = [exp.axis.cycle(first.index + k) for k in range(n_cycles)]
-    x_start, _ = start_state(exp, run.store, first, cold)
+    x_start, _, fresh = start_state(exp, run.store, first, cold)
     obs = read_observations(exp, cycles)
     size = padded_size(n_cycles, exp.cfg.store.block)
     rows, first_index = block_rows(exp, obs, size), np.int64(first.index)  # traced
-    out = jax.device_get(_run_cycles(exp.core, x_start, rows, size, None, first_index))
+    traced = (first_index, np.bool_(fresh))  # one compilation for every block
+    out = jax.device_get(_run_cycles(exp.core, x_start, rows, size, None, *traced))
     timings = {"wall_time_forecast_s": np.nan, "wall_time_analysis_s": np.nan}
     timings["wall_time_cycle_s"] = (time.perf_counter() - t0) / n_cycles
     records, statuses = [], []
     for c in range(n_cycles):
         record = jax.tree_util.tree_map(lambda a, c=c: a[c], out)
         v = verdict(exp, obs[c], record)
-        records.append(cycle_fields(exp, obs[c], record, v, timings))
+        records.append(cycle_fields(exp, obs[c], record, v, timings, fresh and c == 0))
         statuses.append(v.status)
         if v.status == "failed":
             break

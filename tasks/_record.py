@@ -84,9 +84,10 @@ def _gate_fields(report: vc.GateReport | None, n_obs: int) -> dict:
 
 
 def cycle_fields(
-    exp, obs: Observations, record: vc.CycleRecord, v: Verdict, timings: dict
+    exp, obs: Observations, record: vc.CycleRecord, v: Verdict, timings: dict, whole=False
 ) -> dict[str, np.ndarray]:
-    """The store variables of one cycle (states flat; `Experiment.fields` shapes them)."""
+    """The store variables of one cycle (states flat; `Experiment.fields` shapes them);
+    `whole`: the cycle could assimilate its whole window (`vardax_core.Cycle.assimilate`)."""
     used = np.asarray(record.obs_mask, bool)
     n_obs = int(used.sum())
     # a failed cycle keeps its rejected analysis for inspection; nothing starts from it
@@ -97,7 +98,7 @@ def cycle_fields(
         "obs_value": obs.values,
         "obs_error_std": obs.error_std,
         "obs_mask": used,
-        "obs_qc": obs.flags(used, exp.core.new_rows),
+        "obs_qc": obs.flags(used, None if whole else exp.core.new_rows),
         "obs_source": obs.source[-256:],
         "obs_hash": obs.content_hash,
         "status_reason": v.reason[:256],

@@ -72,13 +72,15 @@ def _carry(exp, x, n_steps: int) -> np.ndarray:
 
 
 def start_state(exp, store, cycle: storage.CyclePoint, cold: bool = False):
-    """**Returns** `(state, where it comes from)` for `cycle`."""
+    """**Returns** `(state, where it comes from, fresh)` for `cycle`; `fresh`: no earlier
+    window assimilated into the state (a cold start, or an analysis carried across skipped
+    cycles), so every row of the cycle's window is new (`vardax_core.Cycle.assimilate`)."""
     if cycle.index == 0 or cold:
-        return _cold(exp, cycle), "cold start"
+        return _cold(exp, cycle), "cold start", True
     previous = exp.axis.cycle(cycle.index - 1)
     status = store.status_of(previous.time)
     if status in DONE:
-        return _handed_on(exp, store, previous), f"analysis of {previous}"
+        return _handed_on(exp, store, previous), f"analysis of {previous}", False
     if status != "skipped":
         raise storage.CycleError(
             f"cycle {cycle} starts from the analysis of cycle {previous}, which is {status} in "
@@ -88,8 +90,8 @@ def start_state(exp, store, cycle: storage.CyclePoint, cold: bool = False):
         np.isin(store.statuses()[: cycle.index], [storage.STATUS.index(s) for s in DONE])
     )
     if exp.cfg.operations.after_skip == "cold" or len(done) == 0:
-        return _cold(exp, cycle), "cold start after skipped cycles"
+        return _cold(exp, cycle), "cold start after skipped cycles", True
     last = exp.axis.cycle(int(done[-1]))
     gap = cycle.index - 1 - last.index
     carried = _carry(exp, _handed_on(exp, store, last), gap * exp.shift)
-    return carried, f"analysis of {last} carried over {gap} skipped cycles"
+    return carried, f"analysis of {last} carried over {gap} skipped cycles", True

@@ -33,7 +33,9 @@ from ._run import Run
 
 _TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 _forecast = eqx.filter_jit(lambda core, x: core.forecast(x))
-_assimilate = eqx.filter_jit(lambda core, xb, obs, index: core.assimilate(xb, obs, index))
+_assimilate = eqx.filter_jit(
+    lambda core, xb, obs, index, whole: core.assimilate(xb, obs, index, whole)
+)
 _judge = eqx.filter_jit(lambda core, xb, a, obs: core.judge(xb, a, obs))
 _product = eqx.filter_jit(
     lambda core, accepted: (core.product(accepted), core.product_spread(accepted))
@@ -43,11 +45,13 @@ _product = eqx.filter_jit(
 @dataclass
 class Background:
     """The state the cycle started from and its forecast over the window (an ensemble's
-    `(N, n)` and `(N, W+1, n)`), where the start came from, and the wall time."""
+    `(N, n)` and `(N, W+1, n)`), where the start came from, whether no earlier window
+    assimilated into it (`fresh`: every row of the window is new), and the wall time."""
 
     x_start: np.ndarray
     trajectory: np.ndarray
     source: str
+    fresh: bool
     wall_s: float
 
 
@@ -86,7 +90,7 @@ def ingest_obs(run: Run, cycle: storage.CyclePoint) -> Observations:
 def forecast_background(run: Run, cycle: storage.CyclePoint, cold: bool = False) -> Background:
     """Step 2: the background over the window, from where the restart policy says (an
     ensemble's members on the run's Dask cluster under `compute.member_forecasts: dask`)."""
-    x_start, source = start_state(run.exp, run.store, cycle, cold)
+    x_start, source, fresh = start_state(run.exp, run.store, cycle, cold)
     t0, pool = time.perf_counter(), run.members()
     if pool is None:
         trajectory = np.asarray(_forecast(run.exp.core, x_start))
@@ -99,7 +103,8 @@ def forecast_background(run: Run, cycle: storage.CyclePoint, cold: bool = False)
             len(workers),
             ", ".join(workers),
         )
-    return Background(np.asarray(x_start), trajectory, source, time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    return Background(np.asarray(x_start), trajectory, source, fresh, wall)
 
 
 @task(name="analyse", task_run_name="analyse/{cycle}", **_TASK)
@@ -108,8 +113,8 @@ def analyse(run: Run, cycle, background: Background, obs: Observations) -> Analy
     if obs.n_obs == 0:
         return Analysed(None, obs.mask, 0.0)
     t0 = time.perf_counter()
-    index = np.int64(cycle.index)  # traced: one compilation for every cycle
-    analysis, used = _assimilate(run.exp.core, background.trajectory, obs.window(run.exp), index)
+    traced = (np.int64(cycle.index), np.bool_(background.fresh))  # one compilation for all
+    analysis, used = _assimilate(run.exp.core, background.trajectory, obs.window(run.exp), *traced)
     analysis, used_mask = jax.device_get((analysis, used.mask))
     code = int(vc.result_code(analysis.result))
     run_logger().info(
@@ -162,7 +167,7 @@ def persist(
     record = _record(
         background, analysed, judged.report, judged.accepted, judged.handed_on, product
     )
-    data = cycle_fields(run.exp, obs, record, v, timings)
+    data = cycle_fields(run.exp, obs, record, v, timings, background.fresh)
     run.store.write_cycle(cycle.time, run.exp.fields(data), v.status)
     return data
 

@@ -91,7 +91,8 @@ def test_cycling_restarts_from_the_analysis():
 def test_sliding_windows_hand_on_from_inside_the_window():
     """Windows of 4 steps, one step apart: each cycle's background starts from the previous
     accepted trajectory one step in, and a method of `new_rows` assimilates (and the record
-    keeps as assimilated) only each window's newest row."""
+    keeps as assimilated) only each window's newest row — all of the first one's, after a
+    cold start."""
     model = vc.Lorenz96(K=10)
     H = vc.SubsetObs(range(10), 10)
     B, R = vc.ScaledIdentityCovariance(10, 0.1), vc.ScaledIdentityCovariance(10, 1.0)
@@ -103,7 +104,12 @@ def test_sliding_windows_hand_on_from_inside_the_window():
     for c in range(1, 5):
         start = out.accepted_ensemble[c - 1][:, 1]
         np.testing.assert_allclose(out.background_ensemble[c][:, 0], start, atol=1e-12)
-    assert not out.obs_mask[:, :-1].any() and out.obs_mask[:, -1].all()
+    # the first window, from a cold start, is new throughout (row 0 is the cycle point's)
+    assert out.obs_mask[0, 1:].all() and not out.obs_mask[0, 0].any()
+    assert not out.obs_mask[1:, :-1].any() and out.obs_mask[1:, -1].all()
+    # a run that continues from a handed-on ensemble takes only the newest row at once
+    more = eqx.filter_jit(vc.run_cycles)(cycle, first, problem.obs, 2, fresh=False)
+    assert not more.obs_mask[:, :-1].any() and more.obs_mask[:, -1].all()
     with pytest.raises(ValueError, match="need 1 <= shift <= window"):
         vc.Cycle(model, method, window=4, shift=5)
     with pytest.raises(ValueError, match="shift=2, but the cycle's shift is 1"):

@@ -186,14 +186,19 @@ class Cycle(eqx.Module):
             return jax.vmap(lambda x: self.model.rollout(x, self.window))(x_start)
         return self.model.rollout(x_start, self.window)
 
-    def assimilate(self, background, obs: ObsWindow, index=0) -> tuple[Analysis, ObsWindow]:
+    def assimilate(
+        self, background, obs: ObsWindow, index=0, whole=False
+    ) -> tuple[Analysis, ObsWindow]:
         """Step 3: the background check, then the method (an ensemble method with the
         random key of cycle `index`). **Returns** the analysis and the observations it
-        assimilated (a method that takes only a sliding window's `new_rows`: those)."""
+        assimilated: a method that takes only a sliding window's `new_rows`, those —
+        unless `whole` (traceable): the cycle starts from a state no earlier window
+        assimilated into (a cold start, or one carried across skipped cycles), so every
+        row of its window is new."""
         if self.check is not None:
             mean = jnp.mean(background, axis=0) if self.ensemble else background
             obs = self.check(mean, obs)
-        obs = newest_rows(obs, self.new_rows)
+        obs = newest_rows(obs, self.new_rows, whole)
         if self.ensemble:
             return self.method(background, obs, cycle_key(self.seed, index, 1)), obs
         return self.method(background, obs), obs
@@ -225,15 +230,15 @@ class Cycle(eqx.Module):
         return accepted[:, shift] if self.ensemble else accepted[shift]
 
 
-def cycle_step(cycle: Cycle, x_start, obs: ObsWindow, index=0) -> CycleRecord:
+def cycle_step(cycle: Cycle, x_start, obs: ObsWindow, index=0, whole=False) -> CycleRecord:
     """One cycle from the state `x_start` (an ensemble's `(N, n)`) at its cycle point with
     its window's observations (`T+1 = window + 1` rows; row 0, the cycle point, belongs to
     the previous cycle): forecast → background check → analysis → gate → hand on →
     product forecast. `index` is the cycle's index on its axis (it keys an ensemble
-    method's random numbers).
+    method's random numbers); `whole`: every row of the window is new (`Cycle.assimilate`).
     """
     background = cycle.forecast(x_start)
-    analysis, used = cycle.assimilate(background, obs, index)
+    analysis, used = cycle.assimilate(background, obs, index, whole)
     report, accepted, code = cycle.judge(background, analysis, used)
     return CycleRecord.of(
         background,
@@ -254,6 +259,7 @@ def run_cycles(
     n_cycles: int,
     shift: int | None = None,
     first_index=0,
+    fresh=True,
 ) -> CycleRecord:
     """`n_cycles` cycles over `obs` (one row per model step), each `cycle_step`.
 
@@ -262,7 +268,10 @@ def run_cycles(
     `shift = window`: back-to-back windows; `shift < window`: overlapping windows, as
     DAPPER's 4D-Var slides its lag); row 0 of each window was assimilated by the previous
     cycle and is masked. `first_background` is an ensemble `(N, n)` for an ensemble method;
-    `first_index` the index of the first cycle. **Returns** the records batched over cycles.
+    `first_index` the index of the first cycle; `fresh` (traceable): no earlier window
+    assimilated into `first_background` (a cold start), so the first window's rows are
+    all new to a method of `new_rows` (false: it continues a run). **Returns** the records
+    batched over cycles.
     """
     window = cycle.window
     if shift is not None and cycle.shift is not None and shift != cycle.shift:
@@ -289,7 +298,7 @@ def run_cycles(
     def one(x_start, c):
         rows = obs.rows(c * shift, window + 1)
         rows = eqx.tree_at(lambda o: o.mask, rows, rows.mask.at[0].set(False))
-        record = cycle_step(cycle, x_start, rows, first_index + c)
+        record = cycle_step(cycle, x_start, rows, first_index + c, fresh & (c == 0))
         accepted = record.accepted if record.accepted_ensemble is None else record.accepted_ensemble
         return cycle.hand_on(accepted, shift), record
 

@@ -308,13 +308,15 @@ def rotated(transform, key, rotate: bool) -> jax.Array:
     return mean_preserving_rotation(key, N, transform.dtype) @ transform
 
 
-def newest_rows(obs: ObsWindow, new_rows: int | None) -> ObsWindow:
-    """The window with only its last `new_rows` times' observations (`None`: all): those
-    not assimilated by earlier windows when windows slide by `new_rows` steps (single
-    assimilation of each observation, as DAPPER's iEnKS with `Shift` = `new_rows`)."""
+def newest_rows(obs: ObsWindow, new_rows: int | None, whole=False) -> ObsWindow:
+    """The window with only its last `new_rows` times' observations (`None`, or `whole`
+    true: all): those not assimilated by earlier windows when windows slide by `new_rows`
+    steps (single assimilation of each observation, as DAPPER's iEnKS with `Shift` =
+    `new_rows`). `whole` (traceable): no earlier window assimilated any of them — the first
+    window from a cold start."""
     if new_rows is None:
         return obs
-    rows = jnp.arange(obs.n_times) > obs.n_times - 1 - new_rows
+    rows = (jnp.arange(obs.n_times) > obs.n_times - 1 - new_rows) | whole
     return eqx.tree_at(lambda o: o.mask, obs, obs.mask & rows[:, None])
 
 
@@ -513,7 +515,9 @@ class IEnKS(AbstractEnsembleMethod):
     `new_rows`: how many of the window's last times hold observations not assimilated
     before (`None`: all of them) — a window that slides by fewer steps than its length,
     DAPPER's iEnKS with `Lag` = window and `Shift` = `new_rows` (single assimilation:
-    each observation is assimilated once).
+    each observation is assimilated once). The `Cycle` masks the window to them
+    (`newest_rows`; the whole first window of a cold start); the method assimilates what
+    its window holds.
     """
 
     model: AbstractForwardModel
@@ -535,7 +539,6 @@ class IEnKS(AbstractEnsembleMethod):
 
     def _analyse(self, background, obs, key):
         N, n_steps = self.members, obs.n_times - 1
-        obs = newest_rows(obs, self.new_rows)
         x0, A0 = _split(background[:, 0])
         forecast = jax.vmap(lambda x: self.model.rollout(x, n_steps))
 
@@ -635,7 +638,6 @@ class HybridEnVar(AbstractEnsembleMethod):
         return static[None, :] + ens
 
     def _analyse(self, background, obs, key):
-        obs = newest_rows(obs, self.new_rows)
         mean, A = _split(background)
         R, H = self.obs_cov, self.obs_operator
 
