@@ -15,7 +15,7 @@ import vardax_core as vc
 
 from ._log import run_logger
 from ._observations import Observations, obs_window, read_observations
-from ._record import cycle_fields, stack, verdict
+from ._record import block_fields, verdicts
 from ._restart import start_state
 from ._run import CycleHalted, Run
 
@@ -67,15 +67,13 @@ def run_block(run: Run, first: storage.CyclePoint, n_cycles: int, cold: bool = F
     out = jax.device_get(_run_cycles(exp.core, x_start, rows, size, None, *traced))
     timings = {"wall_time_forecast_s": np.nan, "wall_time_analysis_s": np.nan}
     timings["wall_time_cycle_s"] = (time.perf_counter() - t0) / n_cycles
-    records, statuses = [], []
-    for c in range(n_cycles):
-        record = jax.tree_util.tree_map(lambda a, c=c: a[c], out)
-        v = verdict(exp, obs[c], record)
-        records.append(cycle_fields(exp, obs[c], record, v, timings, fresh and c == 0))
-        statuses.append(v.status)
-        if v.status == "failed":
-            break
-    run.store.write_cycles(first.time, exp.fields(stack(records)), statuses)
+    vs = verdicts(exp, obs, out)
+    statuses = [v.status for v in vs]
+    if "failed" in statuses:  # under halt: the cycles after it are not written
+        keep = statuses.index("failed") + 1
+        vs, statuses = vs[:keep], statuses[:keep]
+    data = block_fields(exp, obs[: len(vs)], out, vs, timings, fresh)
+    run.store.write_cycles(first.time, exp.fields(data), statuses)
     counts = {s: statuses.count(s) for s in set(statuses)}
     run_logger().info(
         "block %s+%d: %s in %.2f s", first, len(statuses), counts, time.perf_counter() - t0
@@ -83,6 +81,6 @@ def run_block(run: Run, first: storage.CyclePoint, n_cycles: int, cold: bool = F
     if statuses[-1] == "failed":
         raise CycleHalted(
             f"{exp.name}: cycle {cycles[len(statuses) - 1]} failed the gate — "
-            f"{records[-1]['status_reason']}. The run stops here; cycles after it were not run."
+            f"{vs[-1].reason[:256]}. The run stops here; cycles after it were not run."
         )
     return statuses

@@ -3,6 +3,7 @@ configured policy) and its store record — one place for the per-cycle and the 
 
 from dataclasses import dataclass
 
+import jax
 import numpy as np
 
 import storage
@@ -58,14 +59,95 @@ def verdict(exp, obs: Observations, record: vc.CycleRecord) -> Verdict:
     )
 
 
-def _analysis_fields(analysis: vc.Analysis | None, n_obs: int) -> dict:
-    if analysis is None or n_obs == 0:  # forecast-only: no analysis ran on anything
-        return {"cost_before": np.nan, "cost_after": np.nan, "iterations": 0, "result_code": -1}
+def verdicts(exp, obs: list[Observations], out: vc.CycleRecord) -> list[Verdict]:
+    """The `verdict` of each of the first `len(obs)` cycles of a block's records (batched
+    over cycles): at once for a cycle whose gate passed on observations and whose analysis
+    has nothing to note — committed, as `verdict` says — and one by one for the others."""
+    n = len(obs)
+    plain = np.zeros(n, bool)
+    if out.gate is not None and out.analysis is not None:
+        codes = np.asarray(vc.result_code(out.analysis.result))[:n]
+        gate = out.gate
+        plain = (np.asarray(gate.n_obs)[:n] > 0) & np.asarray(gate.passed)[:n] & (codes <= 0)
+    one = lambda c: jax.tree_util.tree_map(lambda a: a[c], out)  # noqa: E731
+    committed = Verdict("committed", "", GATE_PASSED)
+    return [committed if plain[c] else verdict(exp, obs[c], one(c)) for c in range(n)]
+
+
+def cycle_fields(
+    exp, obs: Observations, record: vc.CycleRecord, v: Verdict, timings: dict, whole=False
+) -> dict[str, np.ndarray]:
+    """The store variables of one cycle (states flat; `Experiment.fields` shapes them);
+    `whole`: the cycle could assimilate its whole window (`vardax_core.Cycle.assimilate`).
+    `block_fields` of a block of one."""
+    batched = jax.tree_util.tree_map(lambda a: np.asarray(a)[None], record)
+    data = block_fields(exp, [obs], batched, [v], timings, whole)
+    return {k: a[0] for k, a in data.items()}
+
+
+def block_fields(
+    exp,
+    obs: list[Observations],
+    out: vc.CycleRecord,
+    vs: list[Verdict],
+    timings: dict,
+    fresh=False,
+) -> dict[str, np.ndarray]:
+    """The store variables of the first `len(obs)` cycles of `out` (records batched over
+    cycles, with their verdicts `vs`), on a leading cycle axis for one region write;
+    `fresh`: the first cycle could assimilate its whole window."""
+    n = len(obs)
+    take = lambda a: np.asarray(a)[:n]  # noqa: E731
+    used = take(out.obs_mask).astype(bool)
+    n_obs = used.reshape(n, -1).sum(axis=1)
+    failed = np.array([v.status == "failed" for v in vs])
+    # a failed cycle keeps its rejected analysis for inspection; nothing starts from it
+    analysis = take(out.accepted)
+    if out.analysis is not None:
+        analysis = np.where(failed[:, None, None], take(out.analysis.trajectory), analysis)
+    new_rows = [None if fresh and c == 0 else exp.core.new_rows for c in range(n)]
+    data = {
+        "background": take(out.background),
+        "analysis": analysis,
+        "obs_value": np.stack([o.values for o in obs]),
+        "obs_error_std": np.stack([o.error_std for o in obs]),
+        "obs_mask": used,
+        "obs_qc": np.stack([o.flags(u, k) for o, u, k in zip(obs, used, new_rows, strict=True)]),
+        "obs_source": np.array([o.source[-256:] for o in obs]),
+        "obs_hash": np.array([o.content_hash for o in obs]),
+        "status_reason": np.array([v.reason[:256] for v in vs]),
+        "n_obs": n_obs,
+        "gate_verdict": np.array([v.gate_code for v in vs]),
+        **_gate_fields(out.gate, n_obs, take),
+        **_analysis_fields(out.analysis, n_obs, take),
+        **{k: np.full(n, value) for k, value in timings.items()},
+    }
+    if obs[0].positions is not None:
+        parts = [o.position_fields(exp) for o in obs]
+        data |= {k: np.stack([p[k] for p in parts]) for k in parts[0]}
+    if np.shape(out.forecast)[1]:
+        data["forecast"] = take(out.forecast)
+    if out.background_ensemble is not None:
+        data |= _ensemble_fields(out, failed, exp.shift, take)
+    return data
+
+
+def _analysis_fields(analysis: vc.Analysis | None, n_obs, take) -> dict:
+    none = n_obs == 0  # forecast-only: no analysis ran on anything
+    if analysis is None:
+        analysis_nan = np.full(len(n_obs), np.nan)
+        return {
+            "cost_before": analysis_nan,
+            "cost_after": analysis_nan,
+            "iterations": np.zeros(len(n_obs), int),
+            "result_code": np.full(len(n_obs), -1),
+        }
+    code = take(vc.result_code(analysis.result))
     return {
-        "cost_before": float(analysis.cost_before),
-        "cost_after": float(analysis.cost_after),
-        "iterations": int(analysis.iterations),
-        "result_code": int(vc.result_code(analysis.result)),
+        "cost_before": np.where(none, np.nan, take(analysis.cost_before)),
+        "cost_after": np.where(none, np.nan, take(analysis.cost_after)),
+        "iterations": np.where(none, 0, take(analysis.iterations)),
+        "result_code": np.where(none, -1, code),
     }
 
 
@@ -77,70 +159,32 @@ _GATE_FIELDS = {
 }
 
 
-def _gate_fields(report: vc.GateReport | None, n_obs: int) -> dict:
-    if report is None or n_obs == 0:
-        return dict.fromkeys(_GATE_FIELDS, np.nan)
-    return {k: float(getattr(report, v)) for k, v in _GATE_FIELDS.items()}
+def _gate_fields(report: vc.GateReport | None, n_obs, take) -> dict:
+    if report is None:
+        return {k: np.full(len(n_obs), np.nan) for k in _GATE_FIELDS}
+    none = n_obs == 0
+    return {k: np.where(none, np.nan, take(getattr(report, v))) for k, v in _GATE_FIELDS.items()}
 
 
-def cycle_fields(
-    exp, obs: Observations, record: vc.CycleRecord, v: Verdict, timings: dict, whole=False
-) -> dict[str, np.ndarray]:
-    """The store variables of one cycle (states flat; `Experiment.fields` shapes them);
-    `whole`: the cycle could assimilate its whole window (`vardax_core.Cycle.assimilate`)."""
-    used = np.asarray(record.obs_mask, bool)
-    n_obs = int(used.sum())
-    # a failed cycle keeps its rejected analysis for inspection; nothing starts from it
-    analysis = record.analysis.trajectory if v.status == "failed" else record.accepted
-    data = {
-        "background": record.background,
-        "analysis": analysis,
-        "obs_value": obs.values,
-        "obs_error_std": obs.error_std,
-        "obs_mask": used,
-        "obs_qc": obs.flags(used, None if whole else exp.core.new_rows),
-        "obs_source": obs.source[-256:],
-        "obs_hash": obs.content_hash,
-        "status_reason": v.reason[:256],
-        "n_obs": n_obs,
-        "gate_verdict": v.gate_code,
-        **_gate_fields(record.gate, n_obs),
-        **_analysis_fields(record.analysis, n_obs),
-        **timings,
-    }
-    if obs.positions is not None:
-        data |= obs.position_fields(exp)
-    if np.shape(record.forecast)[0]:
-        data["forecast"] = record.forecast
-    if record.background_ensemble is not None:
-        data |= _ensemble_fields(record, v, exp.shift)
-    return data
-
-
-def _ensemble_fields(record: vc.CycleRecord, v: Verdict, at: int) -> dict:
+def _ensemble_fields(out: vc.CycleRecord, failed, at: int, take) -> dict:
     """An ensemble's members and spreads `at` steps into the window, where the next cycle
     starts (the window end, unless windows overlap); a failed cycle keeps its rejected
     analysis ensemble, as it keeps the analysis."""
-    members_b = np.asarray(record.background_ensemble)
-    background = members_b[:, at]
-    members = record.analysis.ensemble if v.status == "failed" else record.accepted_ensemble
-    if members is None:  # forecast-only: the background ensemble is handed on
-        members = record.accepted_ensemble
-    analysis = np.asarray(members)[:, at]
-    spread = lambda e: np.std(e, axis=0, ddof=1)  # noqa: E731
+    members_b = take(out.background_ensemble)  # (cycles, N, W+1, n)
+    background = members_b[:, :, at]
+    members = take(out.accepted_ensemble)
+    if out.analysis is not None and out.analysis.ensemble is not None:
+        members = np.where(failed[:, None, None, None], take(out.analysis.ensemble), members)
+    analysis = members[:, :, at]
+    spread = lambda e: np.std(e, axis=1, ddof=1)  # noqa: E731
     data = {
         "background_ensemble": background,
         "analysis_ensemble": analysis,
         "background_spread": spread(background),
         "analysis_spread": spread(analysis),
         # at the window end, where the report sets it against the background's error
-        "ensemble_spread": float(np.mean(spread(members_b[:, -1]))),
+        "ensemble_spread": np.mean(spread(members_b[:, :, -1]), axis=-1),
     }
-    if record.forecast_spread is not None and np.size(record.forecast_spread):
-        data["forecast_spread"] = np.asarray(record.forecast_spread)
+    if out.forecast_spread is not None and np.size(out.forecast_spread):
+        data["forecast_spread"] = take(out.forecast_spread)
     return data
-
-
-def stack(records: list[dict]) -> dict[str, np.ndarray]:
-    """Per-cycle store variables stacked along a leading cycle axis (one region write)."""
-    return {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}
