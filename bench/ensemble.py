@@ -20,6 +20,7 @@ import itertools
 import json
 import subprocess
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -89,7 +90,9 @@ CONFIGS = {
     "enkf N=40": Config("enkf", 40, 1.045),
     "letkf N=7": Config("letkf", 7, 1.03, radius=4.5),  # --tune-cycles 3000
     "ienks Lag 4 N=20": Config("ienks", 20, 1.01, window=4),
-    "hybrid_envar 4D N=20": Config("hybrid_envar", 20, 1.08, 4, 8.0, 0.02, 0.007),
+    # the shipped l96-hybrid-envar.yaml: the tuned 1.08, radius 8, static 0.02 diverged on a
+    # draw (seed 3000, 1.003) once the loop compiled to other roundings
+    "hybrid_envar 4D N=20": Config("hybrid_envar", 20, 1.05, 4, 6.0, 0.05, 0.007),
     "hybrid_envar 4D N=10": Config("hybrid_envar", 10, 1.12, 4, 4.0, 0.1, 0.007),
 }
 
@@ -103,10 +106,10 @@ TUNE = {  # label -> the grid of each field tuned
     },
     "ienks Lag 4 N=20": {"inflation": [1.0, 1.005, 1.01, 1.02]},
     "hybrid_envar 4D N=20": {
-        "inflation": [1.03, 1.05, 1.08],
-        "rtps": [0.0, 0.2],
-        "static": [0.02, 0.05],
-        "radius": [5.0, 6.0, 8.0],
+        "inflation": [1.05, 1.08],
+        "rtps": [0.0, 0.3],
+        "static": [0.05, 0.1, 0.2],
+        "radius": [6.0],
     },
     "hybrid_envar 4D N=10": {"inflation": [1.08, 1.12], "static": [0.1, 0.2], "radius": [3.0, 4.0]},
 }
@@ -188,20 +191,20 @@ def pipeline(cycles: int) -> dict:
         cfg.write_text(yaml.safe_dump(data))
         _flows.simulate_flow(str(cfg), 3 * cycles, 0)
         exp = tasks.experiment(cfg)
-        walls, statuses = [], {}
+        walls, statuses = [], Counter()
         for end in (cycles, 3 * cycles):
             t0 = time.perf_counter()
             out = _flows.cycling_flow(
                 str(cfg), end=storage.cycle_id(exp.axis.point(end - 1)), block=1024
             )
             walls.append(time.perf_counter() - t0)
-            statuses |= out["statuses"]
+            statuses.update(out["statuses"])
         rmse = tasks.store_scores(exp.store_url, exp.truth_url, 500, cycles)["analysis"]
     return {
         "wall s": walls[0],
         "resumed wall s": walls[1],
         "ms/cycle resumed": 1e3 * walls[1] / (2 * cycles),
-        "statuses": statuses,
+        "statuses": dict(statuses),
         "rmse.a": rmse,
     }
 
@@ -271,7 +274,7 @@ every cycle persisted with its 24 members, spreads and status: **{result["wall s
 wall (compile included, read from the JAX cache once warm; the Prefect server's start-up
 not), then a second run resuming that store for {2 * args.cycles} more cycles:
 {result["resumed wall s"]:.1f} s, **{result["ms/cycle resumed"]:.2f} ms per cycle**
-persisted; {result["statuses"]}; the store's time-mean analysis RMSE after 500 cycles
+persisted; {result["statuses"]} in all; the store's time-mean analysis RMSE after 500 cycles
 {result["rmse.a"]:.4f}.{against}
 """,
             )
