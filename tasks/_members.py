@@ -60,13 +60,13 @@ class MemberPool:
                 preload=["tasks._members"],  # import JAX and the project once, at worker start
             )
             self.client = Client(self._cluster)
-        self._scattered: dict[int, tuple] = {}
+        self._model, self._remote = None, None
 
     def forecast(self, model, members, steps: int) -> tuple[np.ndarray, list[str]]:
         members = np.asarray(members)
         threads = max(1, sum(self.client.nthreads().values()))
         chunks = np.array_split(members, min(threads, len(members)))
-        remote = self._remote(model)
+        remote = self._on_workers(model)
         futures = [
             self.client.submit(forecast_chunk, remote, chunk, steps, pure=False) for chunk in chunks
         ]
@@ -80,12 +80,11 @@ class MemberPool:
         workers = sorted({where for _, where in results})
         return np.concatenate([out for out, _ in results]), workers
 
-    def _remote(self, model):
-        """The model on the workers, sent once (kept with the model, so its id stays its)."""
-        key = id(model)
-        if key not in self._scattered:
-            self._scattered[key] = (model, self.client.scatter(model, broadcast=True))
-        return self._scattered[key][1]
+    def _on_workers(self, model):
+        """The model on the workers, scattered once per model."""
+        if model is not self._model:
+            self._model, self._remote = model, self.client.scatter(model, broadcast=True)
+        return self._remote
 
     def close(self) -> None:
         self.client.close()

@@ -61,17 +61,9 @@ def verdict(exp, obs: Observations, record: vc.CycleRecord) -> Verdict:
 
 def verdicts(exp, obs: list[Observations], out: vc.CycleRecord) -> list[Verdict]:
     """The `verdict` of each of the first `len(obs)` cycles of a block's records (batched
-    over cycles): at once for a cycle whose gate passed on observations and whose analysis
-    has nothing to note — committed, as `verdict` says — and one by one for the others."""
-    n = len(obs)
-    plain = np.zeros(n, bool)
-    if out.gate is not None and out.analysis is not None:
-        codes = np.asarray(vc.result_code(out.analysis.result))[:n]
-        gate = out.gate
-        plain = (np.asarray(gate.n_obs)[:n] > 0) & np.asarray(gate.passed)[:n] & (codes <= 0)
+    over cycles)."""
     one = lambda c: jax.tree_util.tree_map(lambda a: a[c], out)  # noqa: E731
-    committed = Verdict("committed", "", GATE_PASSED)
-    return [committed if plain[c] else verdict(exp, obs[c], one(c)) for c in range(n)]
+    return [verdict(exp, o, one(c)) for c, o in enumerate(obs)]
 
 
 def cycle_fields(
