@@ -15,7 +15,9 @@ from flows import _flows
 N = 10
 
 
-@pytest.fixture(scope="module", params=["l96-etkf", "l96-letkf", "l96-ienks-lag4"])
+@pytest.fixture(
+    scope="module", params=["l96-etkf", "l96-letkf", "l96-ienks-lag4", "l96-hybrid-envar"]
+)
 def runs(request, prefect_api, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     return run_cycle_by_cycle_and_in_blocks(
@@ -33,7 +35,7 @@ def test_the_store_holds_the_ensemble_and_reproduces_the_loop(runs):
     assert ds.analysis_ensemble.dims == ("cycle", "member", "site")
     assert ds.sizes["member"] == members
     # the members where the next cycle starts: the window end, or one step into a sliding
-    # window (l96-ienks-lag4: windows of 4 steps, one apart)
+    # window (l96-ienks-lag4, l96-hybrid-envar: windows of 4 steps, one apart)
     at = exp.shift
     np.testing.assert_allclose(
         ds.analysis_ensemble.values, np.asarray(ref.accepted_ensemble)[:, :, at], atol=1e-10
