@@ -267,14 +267,14 @@ LETKF = (SHIPPED[0].parent / "l96-letkf.yaml").read_text()
         ),
         (
             LETKF,
-            "localisation: {radius: 4.5}",
+            "localisation: {radius: 4.0}",
             "localisation: {radius: 0}",
             r"method\.localisation\.radius",
         ),
         (
             LETKF,
-            "  name: letkf\n",
-            "  name: letkf\n  rtps: 1.5\n",
+            "  rtps: 0.15\n",
+            "  rtps: 1.5\n",
             r"method\.rtps: Input should be less than or equal to 1",
         ),
     ],
@@ -297,7 +297,7 @@ def test_localisation_needs_the_operators_positions(tmp_path, monkeypatch):
     ):
         tasks.experiment(_write(tmp_path, text))
     etkf = text.replace("  name: letkf\n", "  name: etkf\n").replace(
-        "  localisation: {radius: 4.5}\n", ""
+        "  localisation: {radius: 4.0}\n", ""
     )
     assert tasks.experiment(_write(tmp_path, etkf)).core.ensemble  # a global filter needs none
 
