@@ -531,7 +531,11 @@ def read_nature_run(url, *, storage_options=None, variable: str = "truth") -> xr
     if not _exists(str(url), storage_options):
         raise ObservationError(f"nature run not found: {url}")
     try:
-        ds = xr.open_zarr(str(url), storage_options=storage_options or None, consolidated=False)
+        # lazily indexed, without Dask: a cold start reads one row, and its first Dask
+        # compute in a process costs about a second
+        ds = xr.open_zarr(
+            str(url), storage_options=storage_options or None, consolidated=False, chunks=None
+        )
     except Exception as err:  # not a Zarr dataset, or a damaged one: name it
         raise ObservationError(
             f"nature run {url} cannot be read as Zarr: {type(err).__name__}: {err}"
