@@ -82,7 +82,7 @@ def build(cfg: Config):
     if cfg.method == "letkf":
         return vc.LETKF(H, B, R, localisation=loc, rotate=True, **filters), 1, 1
     if cfg.method == "ienks":  # Lag = window, Shift = shift: DAPPER's iEnKS
-        return vc.IEnKS(MODEL, H, B, R, **sliding, **kw), cfg.window, shift
+        return vc.IEnKS(MODEL, H, B, R, rotate=True, **sliding, **kw), cfg.window, shift
     if cfg.method == "hybrid_envar":
         m = vc.HybridEnVar.build(
             H, B, R, cfg.N, loc, static_weight=cfg.static, inflation=inflation, **sliding
@@ -393,7 +393,7 @@ assimilate the window's one new row (`obs_rows`, as the registry builds them). D
 observations, same machine, with its statistics on and (a no-op `Stats.assess`) off: its
 own configurations (ETKF N=24 inflation
 1.02, rotations; EnKF N=40 1.06; LETKF N=7 radius 4, 1.04, rotations; iEnKS Lag 4 N=20).
-Ours rotate too (ETKF, LETKF: two random Householder reflections in the complement of 1
+Ours rotate too (ETKF, LETKF, iEnKS: two random Householder reflections in the complement of 1
 each cycle, where DAPPER draws a full random orthogonal matrix).
 The ienks and hybrid rows slide a 4-step window by one step, each cycle assimilating its
 newest row (the hybrid's members by the LETKF transform over the window, so the state it
