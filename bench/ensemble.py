@@ -114,7 +114,7 @@ TUNE = {  # label -> the grid of each field tuned
         "rtps": [0.0, 0.15, 0.3],
         "radius": [3.5, 4.0, 4.5],
     },
-    "ienks Lag 4 N=20": {"inflation": [1.0, 1.005, 1.01, 1.015, 1.02]},
+    "ienks Lag 4 N=20": {"inflation": [1.0, 1.005, 1.0075, 1.01, 1.0125, 1.015, 1.02]},
     "hybrid_envar Lag 4 N=20": {
         "inflation": [1.005, 1.01, 1.02],
         "radius": [6.0, 8.0, 10.0],
