@@ -94,10 +94,10 @@ def build(cfg: Config):
 # inflation (and RTPS, the hybrid's static weight and the radius) by --tune: the worst of
 # seeds 11–16 over 3000 cycles
 CONFIGS = {
-    "etkf N=24": Config("etkf", 24, 1.015),
+    "etkf N=24": Config("etkf", 24, 1.0125),
     "etkf N=10": Config("etkf", 10, 1.05),  # DAPPER's, which diverges
-    "enkf N=40": Config("enkf", 40, 1.045),
-    "letkf N=7": Config("letkf", 7, 1.03, radius=4.0, rtps=0.15),  # radius 4.5 without RTPS
+    "enkf N=40": Config("enkf", 40, 1.035, rtps=0.1),
+    "letkf N=7": Config("letkf", 7, 1.03, radius=4.0, rtps=0.1),  # radius 4.5 without RTPS
     # (the earlier tune's) lost the truth on one of six draws
     "ienks Lag 4 N=20": Config("ienks", 20, 1.01, window=4, shift=1),
     # 4D-EnVar sliding as the iEnKS does (window 4, one new row per cycle); on back-to-back
@@ -107,12 +107,18 @@ CONFIGS = {
 }
 
 TUNE = {  # label -> the grid of each field tuned
-    "etkf N=24": {"inflation": [1.005, 1.01, 1.015, 1.02, 1.025], "rtps": [0.0, 0.2, 0.4]},
-    "enkf N=40": {"inflation": [1.02, 1.035, 1.045, 1.055, 1.065], "rtps": [0.0, 0.2, 0.4]},
+    "etkf N=24": {
+        "inflation": [1.005, 1.01, 1.0125, 1.015, 1.0175, 1.02, 1.025],
+        "rtps": [0.0, 0.1, 0.2, 0.4],
+    },
+    "enkf N=40": {
+        "inflation": [1.02, 1.035, 1.04, 1.045, 1.05, 1.055, 1.065],
+        "rtps": [0.0, 0.1, 0.2, 0.4],
+    },
     "letkf N=7": {
-        "inflation": [1.02, 1.03, 1.04, 1.05],
-        "rtps": [0.0, 0.15, 0.3],
-        "radius": [3.5, 4.0, 4.5],
+        "inflation": [1.02, 1.025, 1.03, 1.035, 1.04, 1.05],
+        "rtps": [0.0, 0.1, 0.15, 0.2, 0.3],
+        "radius": [3.0, 3.5, 4.0, 4.5],
     },
     "ienks Lag 4 N=20": {"inflation": [1.0, 1.005, 1.0075, 1.01, 1.0125, 1.015, 1.02]},
     "hybrid_envar Lag 4 N=20": {

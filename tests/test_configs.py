@@ -261,7 +261,7 @@ LETKF = (SHIPPED[0].parent / "l96-letkf.yaml").read_text()
         ),
         (
             ETKF,
-            "inflation: 1.015",
+            "inflation: 1.0125",
             "inflation: 0.9",
             r"method\.inflation: Input should be greater than or equal to 1",
         ),
@@ -273,7 +273,7 @@ LETKF = (SHIPPED[0].parent / "l96-letkf.yaml").read_text()
         ),
         (
             LETKF,
-            "  rtps: 0.15\n",
+            "  rtps: 0.1\n",
             "  rtps: 1.5\n",
             r"method\.rtps: Input should be less than or equal to 1",
         ),
