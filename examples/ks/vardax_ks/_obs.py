@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 
@@ -74,6 +75,11 @@ class CubicObs(vc.AbstractObsOperator):
 
     def _select(self, x):
         return x[np.asarray(self.locations)]
+
+    def positions(self, shape):
+        """Each observation's grid index, `(m, 1)`: what `letkf` and `hybrid_envar` localise
+        by (their ring distance on the periodic KS grid)."""
+        return jnp.asarray(np.asarray(self.locations, float)[:, None])
 
     def __call__(self, x):
         u = self._select(x)
