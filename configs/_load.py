@@ -58,7 +58,8 @@ def _message(e: dict) -> tuple[str, str]:
     msg = e["msg"].removeprefix("Value error, ")
     given = e.get("input")
     if e["type"] not in ("missing", "model_type") and isinstance(given, str | int | float | bool):
-        if repr(given) not in msg:  # the value at fault, when the message does not say it
+        # the value at fault, unless the message names it ("greater than 0" does not)
+        if f"got {given!r}" not in msg and f"got {given}" not in msg:
             msg += f" (got {given!r})"
     return "", msg
 

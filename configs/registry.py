@@ -786,6 +786,23 @@ def climate_mean(b: Build) -> np.ndarray:
     return b.cached("climate-mean", key, mean)
 
 
+CLIMATE_SPACING = 10
+"""Model steps between the states of a free run kept as a climatological sample."""
+
+
+def climate_states(b: Build, members: int) -> np.ndarray:
+    """At least 200 (and `2·members`) states of a free model run, `CLIMATE_SPACING` steps
+    apart `(S, n)`: what an ensemble's cold start without a truth draws its members from."""
+    count = max(200, 2 * members)
+
+    def states():
+        run = vc.nature_run(b.model, jax.random.PRNGKey(B_SEED), count * CLIMATE_SPACING, 1000)
+        return run[CLIMATE_SPACING::CLIMATE_SPACING]
+
+    what = {"climate_states": count, "spacing": CLIMATE_SPACING, "spinup_steps": 1000}
+    return b.cached("climate-states", cache_key(b, what), states)
+
+
 # --- synthetic problems: the OSSE and a learned method's training windows ------------------
 
 

@@ -400,8 +400,10 @@ class CycleStore:
             want = hashlib.sha256(config_text.encode()).hexdigest()
             if attrs.get("config_hash") != want:
                 keys = config_differences(attrs.get("config_text", ""), config_text)
-                problems.extend(
+                # the config keys are the cause; the layout's differences follow from them
+                problems = (
                     keys
+                    or problems
                     or [
                         f"config_hash: store has {attrs.get('config_hash', '')[:12]}… "
                         f"(experiment {attrs.get('experiment')!r}), this config {want[:12]}…"

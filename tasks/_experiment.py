@@ -143,6 +143,10 @@ class Experiment:
         """The mean of a free model run (the cold start without a truth)."""
         return registry.climate_mean(self.build)
 
+    def climate_states(self) -> np.ndarray:
+        """States of a free model run (an ensemble's cold start without a truth)."""
+        return registry.climate_states(self.build, self.core.method.members)
+
 
 _STATES = (
     "background",

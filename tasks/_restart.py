@@ -5,8 +5,9 @@ forecast across them (`operations.after_skip: carry`) or a cold start (`cold`); 
 for the first cycle — the OSSE's first guess, or the model's climatological mean.
 
 For an ensemble method the state is the ensemble `(N, n)`: the previous cycle's stored
-`analysis_ensemble`, each member carried across skipped cycles, or cold — the first guess
-spread by `B` with the random key of the experiment's seed and the cycle's index."""
+`analysis_ensemble`, each member carried across skipped cycles, or cold — the OSSE's first
+guess spread by `B`, or without a truth `N` states of a free model run (the climatology),
+drawn with the random key of the experiment's seed and the cycle's index."""
 
 import equinox as eqx
 import jax
@@ -53,6 +54,10 @@ def initial_state(exp, x, index: int = 0) -> np.ndarray:
 
 
 def _cold(exp, cycle: storage.CyclePoint) -> np.ndarray:
+    if exp.core.ensemble and not exp.cfg.observations.simulated:
+        key = vc.cycle_key(exp.core.seed, cycle.index, 0)
+        members = exp.core.method.members
+        return np.asarray(vc.climatological_ensemble(exp.climate_states(), key, members))
     return initial_state(exp, cold_start(exp), cycle.index)
 
 

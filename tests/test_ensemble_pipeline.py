@@ -88,3 +88,26 @@ def test_a_collapsed_ensemble_is_rejected_and_the_background_carried(prefect_api
     assert all("collapsed" in r for r in ds.status_reason.values)
     np.testing.assert_array_equal(ds.analysis_ensemble.values, ds.background_ensemble.values)
     assert (ds.gate_verdict.values == storage.GATE_VERDICT.index("failed")).all()
+
+
+def test_a_cold_start_without_a_truth_draws_the_members_from_the_climatology(prefect_api, tmp_path):
+    """Observations from a file, no first guess: the first members are states of a free run
+    (spread as the model varies), so the LETKF finds the truth — members tight around the
+    climatological mean would trust it over the observations (RMSE ≈ 4 throughout)."""
+    n = 150
+    osse = experiment_config(tmp_path, "l96-letkf", "osse.yaml", store__url=str(tmp_path / "o"))
+    _flows.simulate_flow(str(osse), n, 0)
+    exp = tasks.experiment(osse)
+    cfg = experiment_config(
+        tmp_path, "l96-letkf", observations__source="file", observations__url=exp.obs_url
+    )
+    out = _flows.cycling_flow(str(cfg), end=storage.cycle_id(exp.axis.point(n - 1)), block=n)
+    assert out["statuses"] == {"committed": n}
+    ds = xr.open_zarr(str(tmp_path / "store.zarr")).isel(cycle=slice(0, n))
+    # the first background: the members spread as the climate varies, one step on
+    climate = tasks.experiment(cfg).climate_states().std(axis=0, ddof=1).mean()
+    assert 0.7 * climate < ds.background_spread.values[0, -1].mean() < 1.3 * climate
+    truth = np.asarray(storage.read_nature_run(exp.truth_url).values).reshape(-1, 40)
+    error = np.sqrt(np.mean((ds.analysis.values[:, -1] - truth[1 : n + 1]) ** 2, axis=-1))
+    assert error[:5].mean() > 1.5  # it starts far from the truth
+    assert error[-30:].mean() < 0.4

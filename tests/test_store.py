@@ -145,6 +145,11 @@ def test_opening_checks_the_layout_and_config(store, tmp_path):
         st.CycleStore.open(tmp_path / "exp.zarr", layout=other)
     with pytest.raises(st.StoreMismatchError, match="x: store has 1, this config 2"):
         st.CycleStore.open(tmp_path / "exp.zarr", config_text="x: 2")
+    # a config key that changes the layout is named once, as the key (the cause)
+    with pytest.raises(st.StoreMismatchError) as err:
+        st.CycleStore.open(tmp_path / "exp.zarr", layout=other, config_text="x: 2")
+    assert "x: store has 1, this config 2" in str(err.value)
+    assert "state_dims" not in str(err.value)
     with pytest.raises(
         st.StoreMismatchError,
         match="cycles from 2026-01-01T00:00Z every 0 days 06:00:00, expected .* every 0 days 12:00:00",

@@ -60,6 +60,7 @@ from ._ensemble import IEnKS as IEnKS
 from ._ensemble import Inflation as Inflation
 from ._ensemble import Localisation as Localisation
 from ._ensemble import LocalisationSqrt as LocalisationSqrt
+from ._ensemble import climatological_ensemble as climatological_ensemble
 from ._ensemble import cycle_key as cycle_key
 from ._ensemble import gaspari_cohn as gaspari_cohn
 from ._ensemble import initial_ensemble as initial_ensemble

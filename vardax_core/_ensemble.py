@@ -54,6 +54,19 @@ def initial_ensemble(x, prior_cov: AbstractCovariance, key, members: int) -> jax
     return x + noise - jnp.mean(noise, axis=0)
 
 
+def climatological_ensemble(states, key, members: int) -> jax.Array:
+    """`members` distinct states drawn at random from `states` `(S, n)` (a free model run):
+    the first ensemble when no first guess is known — spread as the model's variability,
+    where members tight around the climatological mean would trust it over the
+    observations and never reach the truth."""
+    states = jnp.asarray(states)
+    if members > states.shape[0]:
+        raise ValueError(
+            f"climatological_ensemble: {members} members from {states.shape[0]} states"
+        )
+    return states[jax.random.choice(key, states.shape[0], (members,), replace=False)]
+
+
 class Inflation(eqx.Module):
     """What keeps an ensemble's spread honest, applied to the analysis anomalies (as
     DAPPER's `infl`): `factor` multiplies them; then relaxation to prior spread (RTPS,
