@@ -59,9 +59,17 @@ def _message(e: dict) -> tuple[str, str]:
     given = e.get("input")
     if e["type"] not in ("missing", "model_type") and isinstance(given, str | int | float | bool):
         # the value at fault, unless the message names it ("greater than 0" does not)
-        if f"got {given!r}" not in msg and f"got {given}" not in msg:
+        if not _names(msg, given):
             msg += f" (got {given!r})"
     return "", msg
+
+
+def _names(msg: str, given) -> bool:
+    """Whether `msg` already quotes the input `given` (a string by its repr, a number as
+    "got N")."""
+    if isinstance(given, str):
+        return repr(given) in msg
+    return re.search(rf"\bgot {re.escape(str(given))}(?![\d.])", msg) is not None
 
 
 def parse_config(data, source: str = "<config>") -> ExperimentConfig:

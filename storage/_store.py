@@ -401,14 +401,11 @@ class CycleStore:
             if attrs.get("config_hash") != want:
                 keys = config_differences(attrs.get("config_text", ""), config_text)
                 # the config keys are the cause; the layout's differences follow from them
-                problems = (
-                    keys
-                    or problems
-                    or [
-                        f"config_hash: store has {attrs.get('config_hash', '')[:12]}… "
-                        f"(experiment {attrs.get('experiment')!r}), this config {want[:12]}…"
-                    ]
-                )
+                problems = keys or [
+                    *problems,
+                    f"config_hash: store has {attrs.get('config_hash', '')[:12]}… "
+                    f"(experiment {attrs.get('experiment')!r}), this config {want[:12]}…",
+                ]
         if problems:
             raise StoreMismatchError(
                 f"store {url} was made for another experiment: " + "; ".join(problems)

@@ -77,7 +77,11 @@ BASE = (SHIPPED[0].parent / "l96-4dvar.yaml").read_text()
             "  locations: all\n  colour: red",
             r"exp\.yaml: observations\.colour: unknown key",
         ),
-        ("K: 40", "K: 2", r"exp\.yaml: model\.K: Input should be greater than or equal to 4"),
+        (
+            "K: 40",
+            "K: 2",
+            r"exp\.yaml: model\.K: Input should be greater than or equal to 4 \(got 2\)",
+        ),
         (
             "name: strong_4dvar",
             "name: weak_4dvar",
@@ -88,7 +92,11 @@ BASE = (SHIPPED[0].parent / "l96-4dvar.yaml").read_text()
             "name: 4dvar",
             r"exp\.yaml: method\.name: Input should be 'oi', '3dvar'",
         ),
-        ("interval: PT6H", "interval: 6h", r"cycling\.interval: not an ISO 8601 duration: '6h'"),
+        (  # the value named once
+            "interval: PT6H",
+            "interval: 6h",
+            r"cycling\.interval: not an ISO 8601 duration: '6h' \(e\.g\. PT6H, P1D\)$",
+        ),
         (
             'origin: "2026-01-01T00:00Z"',
             'origin: "yesterday"',
