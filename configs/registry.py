@@ -776,31 +776,34 @@ def build_cycle(b: Build, parts: MethodParts) -> vc.Cycle:
     )
 
 
-def climate_mean(b: Build) -> np.ndarray:
-    """The mean of a free model run: the cold start of an experiment without a truth."""
-
-    def mean():
-        return jnp.mean(vc.nature_run(b.model, jax.random.PRNGKey(B_SEED), 2000, 1000), axis=0)
-
-    key = cache_key(b, {"climate_steps": 2000, "spinup_steps": 1000})
-    return b.cached("climate-mean", key, mean)
-
+CLIMATE_SPINUP = 1000
+"""Model steps a free run is spun up before its states count as the climate."""
 
 CLIMATE_SPACING = 10
 """Model steps between the states of a free run kept as a climatological sample."""
+
+
+def _free_run(b: Build, n_steps: int) -> jax.Array:
+    """`(n_steps + 1, n)` states of the climate's free run (seed `B_SEED`)."""
+    return vc.nature_run(b.model, jax.random.PRNGKey(B_SEED), n_steps, CLIMATE_SPINUP)
+
+
+def climate_mean(b: Build) -> np.ndarray:
+    """The mean of a free model run: the cold start of an experiment without a truth."""
+    key = cache_key(b, {"climate_steps": 2000, "spinup_steps": CLIMATE_SPINUP})
+    return b.cached("climate-mean", key, lambda: jnp.mean(_free_run(b, 2000), axis=0))
 
 
 def climate_states(b: Build, members: int) -> np.ndarray:
     """At least 200 (and `2·members`) states of a free model run, `CLIMATE_SPACING` steps
     apart `(S, n)`: what an ensemble's cold start without a truth draws its members from."""
     count = max(200, 2 * members)
-
-    def states():
-        run = vc.nature_run(b.model, jax.random.PRNGKey(B_SEED), count * CLIMATE_SPACING, 1000)
-        return run[CLIMATE_SPACING::CLIMATE_SPACING]
-
-    what = {"climate_states": count, "spacing": CLIMATE_SPACING, "spinup_steps": 1000}
-    return b.cached("climate-states", cache_key(b, what), states)
+    what = {"climate_states": count, "spacing": CLIMATE_SPACING, "spinup_steps": CLIMATE_SPINUP}
+    return b.cached(
+        "climate-states",
+        cache_key(b, what),
+        lambda: _free_run(b, count * CLIMATE_SPACING)[CLIMATE_SPACING::CLIMATE_SPACING],
+    )
 
 
 # --- synthetic problems: the OSSE and a learned method's training windows ------------------
